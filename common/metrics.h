@@ -1,0 +1,58 @@
+// Prometheus metrics for a service: one registry, exposed over HTTP by prometheus::Exposer, and the
+// metric families shared by common/ components (database pool, cache). The gRPC interceptors are
+// in common/grpc_metrics.h, so storage code needs no gRPC header.
+// prometheus-cpp metrics are thread-safe; so is everything here.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "absl/status/statusor.h"
+
+namespace dangjian::metrics {
+
+// Latency buckets in seconds, 0.5 ms .. 10 s.
+const std::vector<double>& LatencyBuckets();
+
+// PostgreSQL pool and query metrics, labelled by service via the registry's const labels.
+struct DbMetrics {
+  explicit DbMetrics(prometheus::Registry& registry);
+  prometheus::Gauge& pool_size;    // dj_db_pool_connections{state="total"}
+  prometheus::Gauge& pool_in_use;  // dj_db_pool_connections{state="in_use"}
+  prometheus::Family<prometheus::Histogram>& acquire_seconds_family;
+  prometheus::Histogram& acquire_seconds;  // dj_db_pool_acquire_seconds
+  prometheus::Counter& acquire_timeouts;   // dj_db_pool_acquire_timeouts_total
+  // dj_db_query_duration_seconds{query}: one transaction of a named unit of work.
+  prometheus::Family<prometheus::Histogram>& query_seconds;
+  // dj_db_errors_total{kind}: kind is serialization, connection, timeout, constraint, other.
+  prometheus::Family<prometheus::Counter>& errors;
+  // dj_db_retries_total
+  prometheus::Counter& retries;
+};
+
+// Redis cache metrics.
+struct CacheMetrics {
+  explicit CacheMetrics(prometheus::Registry& registry);
+  prometheus::Family<prometheus::Counter>& requests;  // dj_cache_requests_total{result=hit|miss|error|skipped}
+  prometheus::Counter& hits;
+  prometheus::Counter& misses;
+  prometheus::Counter& errors;
+  prometheus::Counter& skipped;  // not asked because the breaker was open
+  prometheus::Gauge& breaker_open;  // dj_cache_breaker_open: 1 while open
+  prometheus::Counter& breaker_trips;  // dj_cache_breaker_trips_total
+  prometheus::Histogram& command_seconds;  // dj_cache_command_duration_seconds
+};
+
+// Starts an HTTP exposer for `registry` on `address` ("127.0.0.1:0" picks a free port).
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(
+    const std::string& address, std::shared_ptr<prometheus::Registry> registry);
+
+}  // namespace dangjian::metrics
