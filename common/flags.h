@@ -3,8 +3,12 @@
 // (main.cc) use this. Not thread-safe: call before starting threads.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace dangjian::flags {
 
@@ -16,5 +20,26 @@ std::vector<char*> ParseWithEnv(int argc, char** argv);
 // of flags whose name contains key, secret, password or token shown as "<redacted>", and
 // password=... inside connection strings masked.
 void LogEffectiveFlags();
+
+// The pieces of the two functions above, exposed for tests only.
+namespace internal {
+
+// Sets every flag whose DANGJIAN_<NAME> environment variable exists to that variable's value.
+// Applies all it can, then returns INVALID_ARGUMENT naming each variable whose value its flag
+// refuses (never echoing the value of a secret-named flag).
+absl::Status ApplyEnvironment();
+
+// True if `filename` (a flag's Filename(), the __FILE__ of its definition) is one of ours:
+// under services/, common/, tools/ or bench/ of the source tree this library was built from.
+bool IsOwnSource(absl::string_view filename);
+
+// The value to log for flag `name`: "<redacted>" for secret-named flags, else `value` with
+// password=... and URI user:password@ masked.
+std::string RedactedValue(absl::string_view name, absl::string_view value);
+
+// name -> logged value, for every flag of our own sources.
+std::map<std::string, std::string> EffectiveFlags();
+
+}  // namespace internal
 
 }  // namespace dangjian::flags

@@ -1,1 +1,143 @@
-int main() { return 0; }
+// dj-registry: the composition root of the registry service. Reads flags (each with a DANGJIAN_*
+// environment twin), builds RegistryConfig, starts RegistryApp, and serves until SIGTERM/SIGINT,
+// then drains and exits 0.
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "common/server.h"
+#include "services/registry/registry_app.h"
+
+ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
+          "gRPC listen address; TLS is required on anything but loopback");
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:9464",
+          "Prometheus /metrics listen address; empty disables the exposer");
+ABSL_FLAG(std::string, pg_conninfo, "host=127.0.0.1 port=5432 dbname=dj_registry user=postgres",
+          "libpq connection string of the registry's database");
+ABSL_FLAG(int, pg_pool_size, 8, "PostgreSQL connections");
+ABSL_FLAG(absl::Duration, pg_statement_timeout, absl::Seconds(5),
+          "longest a statement may run (the call's deadline may cut it shorter)");
+ABSL_FLAG(std::string, redis_address, "127.0.0.1:6379",
+          "Redis host:port; empty disables the cache");
+ABSL_FLAG(absl::Duration, redis_timeout, absl::Milliseconds(100),
+          "Redis connect and command timeout");
+ABSL_FLAG(absl::Duration, cache_ttl, absl::Minutes(10), "lifetime of cached entries (a backstop)");
+ABSL_FLAG(absl::Duration, cache_breaker_interval, absl::Seconds(5),
+          "after a Redis failure, how long to skip Redis before one probe");
+ABSL_FLAG(std::string, jwt_keys_file, "",
+          "file of JWT verification keys, lines kid:hs256:SECRET or kid:rs256|es256:/path.pem");
+ABSL_FLAG(std::string, jwt_issuer, "dangjian", "required iss of tokens");
+ABSL_FLAG(std::string, jwt_audience, "dangjian", "required aud of tokens");
+ABSL_FLAG(bool, insecure_disable_auth, false,
+          "DEVELOPMENT ONLY: accept calls without tokens as a city-wide admin");
+ABSL_FLAG(int, worker_threads, 8, "threads running blocking work (SQL, Redis)");
+ABSL_FLAG(int, worker_queue, 4096, "queued calls beyond which calls get RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "on SIGTERM, how long in-flight calls may take to finish");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM server certificate (required off loopback)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of the server certificate");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle; when set, clients must present certificates it signed");
+ABSL_FLAG(absl::Duration, feed_poll_interval, absl::Milliseconds(200),
+          "how often the change feed looks for changes committed by other replicas");
+
+namespace dangjian::registry {
+namespace {
+
+absl::StatusOr<RegistryConfig> ConfigFromFlags() {
+  RegistryConfig config;
+  config.server.service_name = "registry";
+  config.server.address = absl::GetFlag(FLAGS_grpc_address);
+  config.server.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  config.server.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  config.server.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  config.server.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  config.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  config.pg.conninfo = absl::GetFlag(FLAGS_pg_conninfo);
+  config.pg.size = absl::GetFlag(FLAGS_pg_pool_size);
+  config.pg.statement_timeout = absl::GetFlag(FLAGS_pg_statement_timeout);
+  if (config.pg.size < 1) return absl::InvalidArgumentError("--pg_pool_size must be at least 1");
+
+  const std::string redis = absl::GetFlag(FLAGS_redis_address);
+  if (!redis.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(redis, absl::MaxSplits(':', 1));
+    int port = 0;
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &port) || port <= 0 || port > 65535) {
+      return absl::InvalidArgumentError("--redis_address must be host:port");
+    }
+    cache::RedisOptions options;
+    options.host = parts[0];
+    options.port = port;
+    options.connect_timeout = absl::GetFlag(FLAGS_redis_timeout);
+    options.command_timeout = absl::GetFlag(FLAGS_redis_timeout);
+    options.breaker_open_interval = absl::GetFlag(FLAGS_cache_breaker_interval);
+    options.key_prefix = "dj:registry:";
+    config.redis = options;
+  }
+  config.cache_ttl = absl::GetFlag(FLAGS_cache_ttl);
+
+  config.insecure_disable_auth = absl::GetFlag(FLAGS_insecure_disable_auth);
+  const std::string keys_file = absl::GetFlag(FLAGS_jwt_keys_file);
+  if (!keys_file.empty()) {
+    std::ifstream in(keys_file);
+    if (!in)
+      return absl::InvalidArgumentError(absl::StrCat("cannot read --jwt_keys_file ", keys_file));
+    std::stringstream contents;
+    contents << in.rdbuf();
+    absl::StatusOr<std::vector<auth::JwtKey>> keys = auth::ParseKeyFile(contents.str());
+    if (!keys.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--jwt_keys_file ", keys_file, ": ", keys.status().message()));
+    }
+    config.auth.keys = *std::move(keys);
+  }
+  config.auth.issuer = absl::GetFlag(FLAGS_jwt_issuer);
+  config.auth.audience = absl::GetFlag(FLAGS_jwt_audience);
+  config.worker_threads = absl::GetFlag(FLAGS_worker_threads);
+  config.worker_queue = absl::GetFlag(FLAGS_worker_queue);
+  if (config.worker_threads < 1) return absl::InvalidArgumentError("--worker_threads must be >= 1");
+  config.feed_poll_interval = absl::GetFlag(FLAGS_feed_poll_interval);
+  return config;
+}
+
+int Main(int argc, char** argv) {
+  BlockShutdownSignals();
+  flags::ParseWithEnv(argc, argv);
+  log::Level level = log::Level::kInfo;
+  if (!log::ParseLevel(absl::GetFlag(FLAGS_log_level), &level)) {
+    std::cerr << "--log_level must be debug, info, warn or error\n";
+    return 2;
+  }
+  log::Init("registry", level);
+  flags::LogEffectiveFlags();
+  absl::StatusOr<RegistryConfig> config = ConfigFromFlags();
+  if (!config.ok()) {
+    log::Error("bad configuration", {{"error", std::string(config.status().message())}});
+    return 2;
+  }
+  absl::StatusOr<std::unique_ptr<RegistryApp>> app = RegistryApp::Start(*std::move(config));
+  if (!app.ok()) {
+    log::Error("registry failed to start", {{"error", app.status().ToString()}});
+    return 1;
+  }
+  log::Info("registry serving",
+            {{"grpc_port", (*app)->grpc_port()}, {"metrics_port", (*app)->metrics_port()}});
+  const int signal = WaitForShutdownSignal();
+  log::Info("shutting down", {{"signal", signal}});
+  (*app)->Shutdown();
+  log::Info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace dangjian::registry
+
+int main(int argc, char** argv) { return dangjian::registry::Main(argc, argv); }

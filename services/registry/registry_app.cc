@@ -1,0 +1,114 @@
+#include "services/registry/registry_app.h"
+
+#include "common/log.h"
+#include "common/status.h"
+#include "common/metrics.h"
+#include "common/sql/migrations.h"
+#include "common/worker_pool.h"
+#include "services/registry/api/registry_service.h"
+#include "services/registry/store/cached_org_repository.h"
+#include "services/registry/store/change_notifier.h"
+#include "services/registry/store/pg_org_repository.h"
+
+namespace dangjian::registry {
+
+// Defined in the source cmake/embed_migrations.cmake generates from migrations/.
+const std::vector<sql::Migration>& EmbeddedMigrations();
+
+// Members are declared in dependency order, so they are destroyed in reverse: the server first,
+// the pool last.
+struct RegistryApp::Parts {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<metrics::DbMetrics> db_metrics;
+  std::unique_ptr<metrics::CacheMetrics> cache_metrics;
+  std::unique_ptr<sql::PgPool> pool;
+  std::unique_ptr<cache::Cache> cache;
+  std::unique_ptr<PgOrgRepository> pg_repo;
+  std::unique_ptr<CachedOrgRepository> cached_repo;
+  std::unique_ptr<ChangeNotifier> notifier;
+  std::unique_ptr<WorkerPool> workers;
+  std::unique_ptr<auth::TokenVerifier> verifier;
+  std::unique_ptr<OrgRegistryService> service;
+  std::unique_ptr<ServiceHost> host;
+  std::once_flag shutdown_once;
+};
+
+absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig config) {
+  auto parts = std::make_unique<Parts>();
+  if (!config.metrics_address.empty()) {
+    DJ_ASSIGN_OR_RETURN(parts->exposer,
+                        metrics::StartExposer(config.metrics_address, parts->registry));
+  }
+  parts->db_metrics = std::make_unique<metrics::DbMetrics>(*parts->registry);
+  parts->cache_metrics = std::make_unique<metrics::CacheMetrics>(*parts->registry);
+
+  DJ_ASSIGN_OR_RETURN(parts->pool, sql::PgPool::Create(config.pg, parts->db_metrics.get()));
+  DJ_ASSIGN_OR_RETURN(sql::MigrationReport audit_report,
+                      sql::ApplyMigrations(*parts->pool, "audit", audit::Migrations()));
+  DJ_ASSIGN_OR_RETURN(sql::MigrationReport report,
+                      sql::ApplyMigrations(*parts->pool, "registry", EmbeddedMigrations()));
+  log::Info("schema ready", {{"audit_version", audit_report.current_version},
+                             {"registry_version", report.current_version},
+                             {"applied_now", report.applied.size() + audit_report.applied.size()}});
+
+  if (config.redis) {
+    parts->cache = std::make_unique<cache::RedisCache>(*config.redis, parts->cache_metrics.get());
+  } else {
+    log::Warn("no Redis configured: every read goes to PostgreSQL");
+    parts->cache = std::make_unique<cache::NullCache>();
+  }
+  // The repository registers its prepared statements on the pool before any request runs.
+  parts->pg_repo = std::make_unique<PgOrgRepository>(*parts->pool);
+  parts->cached_repo =
+      std::make_unique<CachedOrgRepository>(*parts->pg_repo, *parts->cache, config.cache_ttl);
+  parts->notifier = std::make_unique<ChangeNotifier>(*parts->pg_repo, config.feed_poll_interval);
+  parts->notifier->Start();
+  parts->workers =
+      std::make_unique<WorkerPool>(config.worker_threads, static_cast<size_t>(config.worker_queue));
+  if (config.insecure_disable_auth) {
+    log::Warn(
+        "AUTHENTICATION IS DISABLED (--insecure_disable_auth): every caller is a city-wide "
+        "admin. Use this only on a developer machine, never with real data.");
+  } else {
+    if (config.auth.keys.empty()) {
+      return absl::FailedPreconditionError(
+          "no JWT verification keys configured (--jwt_keys_file); refusing to start without "
+          "authentication");
+    }
+    parts->verifier = std::make_unique<auth::TokenVerifier>(config.auth);
+  }
+  parts->service = std::make_unique<OrgRegistryService>(*parts->cached_repo, *parts->notifier,
+                                                        *parts->workers, parts->verifier.get());
+  sql::PgPool* pool = parts->pool.get();
+  DJ_ASSIGN_OR_RETURN(parts->host,
+                      ServiceHost::Start(config.server, {parts->service.get()}, *parts->registry,
+                                         [pool] { return pool->Ping(); }));
+  return std::unique_ptr<RegistryApp>(new RegistryApp(std::move(parts)));
+}
+
+RegistryApp::RegistryApp(std::unique_ptr<Parts> parts) : parts_(std::move(parts)) {}
+
+RegistryApp::~RegistryApp() { Shutdown(); }
+
+int RegistryApp::grpc_port() const { return parts_->host->port(); }
+
+int RegistryApp::metrics_port() const {
+  if (!parts_->exposer) return 0;
+  const std::vector<int> ports = parts_->exposer->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+prometheus::Registry& RegistryApp::metrics() { return *parts_->registry; }
+
+void RegistryApp::Shutdown() {
+  std::call_once(parts_->shutdown_once, [this] {
+    // Change-feed streams never end by themselves: end them first (clients resume from their
+    // last revision elsewhere), then drain the unary calls.
+    parts_->notifier->Stop();
+    parts_->host->Shutdown();
+    parts_->workers->Shutdown();
+  });
+}
+
+}  // namespace dangjian::registry

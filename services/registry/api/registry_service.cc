@@ -1,0 +1,770 @@
+#include "services/registry/api/registry_service.h"
+
+#include <algorithm>
+#include <set>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/grpc_auth.h"
+#include "common/grpc_status.h"
+#include "common/log.h"
+#include "common/server.h"
+#include "common/status.h"
+#include "services/registry/domain/org_proto.h"
+#include "services/registry/domain/paging.h"
+#include "services/registry/domain/rules.h"
+
+namespace dangjian::registry {
+namespace {
+
+constexpr char kServiceName[] = "dangjian.registry.v1.OrgRegistry";
+
+std::string FullMethod(absl::string_view method) {
+  return absl::StrCat("/", kServiceName, "/", method);
+}
+
+bool MayAct(const auth::Principal& caller, absl::string_view role) {
+  if (caller.HasRole(role)) return true;
+  // Writers may read what they write.
+  return role == kReadRole && caller.HasRole(kWriteRole);
+}
+
+void ValidateRequestId(const std::string& request_id, FieldErrors& errors) {
+  if (request_id.empty()) {
+    errors.Add("request_id", "is required: a client-chosen id, reused when retrying");
+  } else if (request_id.size() > static_cast<size_t>(kMaxRequestIdChars)) {
+    errors.Add("request_id", absl::StrCat("is longer than ", kMaxRequestIdChars, " characters"));
+  }
+}
+
+void ValidateId(int64_t id, const std::string& field, FieldErrors& errors) {
+  if (id <= 0) errors.Add(field, "must be a positive org id");
+}
+
+// The request's identity for idempotency: every field CreateOrg uses.
+std::string CreateFingerprint(const CreateOrgCommand& cmd) {
+  const OrgFields& f = cmd.fields;
+  const std::string canonical = absl::StrCat(
+      cmd.parent_id, "\x1f", f.code, "\x1f", f.name, "\x1f", static_cast<int>(f.kind), "\x1f",
+      f.joint, "\x1f", static_cast<int>(f.domain), "\x1f", f.region_code, "\x1f",
+      f.established
+          ? absl::StrCat(f.established->year, "-", f.established->month, "-", f.established->day)
+          : "");
+  return absl::StrCat(absl::Hex(Fingerprint64(canonical), absl::kZeroPad16));
+}
+
+v1::OrgChange ChangeToProto(const Change& c) {
+  v1::OrgChange out;
+  out.set_revision(c.revision);
+  out.set_type(static_cast<v1::ChangeType>(c.type));
+  ToProto(c.org, out.mutable_org());
+  out.set_previous_parent_id(c.previous_parent_id);
+  *out.mutable_change_time() = ToTimestamp(c.change_time);
+  return out;
+}
+
+bool VisibleTo(const Change& c, const std::optional<int64_t>& scope) {
+  if (!scope) return true;
+  return c.org.InSubtreeOf(*scope) ||
+         std::find(c.previous_path.begin(), c.previous_path.end(), *scope) != c.previous_path.end();
+}
+
+template <typename Enum, typename Proto>
+void ParseEnumFilter(const google::protobuf::RepeatedField<int>& values, bool (*valid)(int),
+                     const std::string& field, std::vector<Enum>& out, FieldErrors& errors) {
+  for (int i = 0; i < values.size(); ++i) {
+    if (!valid(values[i])) {
+      errors.Add(absl::StrCat(field, "[", i, "]"), "is not a known value");
+    } else {
+      out.push_back(static_cast<Enum>(values[i]));
+    }
+  }
+}
+
+}  // namespace
+
+OrgRegistryService::OrgRegistryService(OrgRepository& repo, ChangeNotifier& notifier,
+                                       WorkerPool& workers, const auth::TokenVerifier* verifier,
+                                       Clock& clock)
+    : repo_(repo), notifier_(notifier), workers_(workers), verifier_(verifier), clock_(clock) {}
+
+absl::StatusOr<auth::Principal> OrgRegistryService::Authorize(
+    const grpc::CallbackServerContext& ctx, absl::string_view role) const {
+  absl::StatusOr<auth::Principal> caller = AuthenticateCall(ctx, verifier_);
+  if (!caller.ok()) return caller.status();
+  if (!MayAct(*caller, role)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("caller ", caller->subject, " lacks the role ", role));
+  }
+  return caller;
+}
+
+WriteContext OrgRegistryService::MakeWriteContext(const grpc::CallbackServerContext& ctx,
+                                                  const auth::Principal& caller,
+                                                  absl::string_view method,
+                                                  const std::string& request_id) const {
+  WriteContext w;
+  w.scope = caller.org_scope;
+  w.audit.caller = caller.subject;
+  w.audit.method = FullMethod(method);
+  w.audit.request_id = request_id.empty() ? RequestIdOf(ctx) : request_id;
+  w.deadline = DeadlineOf(ctx);
+  return w;
+}
+
+grpc::ServerUnaryReactor* OrgRegistryService::Unary(
+    grpc::CallbackServerContext* ctx, absl::string_view role, absl::string_view method,
+    std::function<absl::Status(const auth::Principal&, absl::Time deadline)> work) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  absl::StatusOr<auth::Principal> caller = Authorize(*ctx, role);
+  const absl::Time deadline = DeadlineOf(*ctx);
+  const bool mutating = role == kWriteRole;
+  bool queued =
+      workers_.Submit([this, ctx, reactor, work = std::move(work), caller = std::move(caller),
+                       deadline, mutating, method = FullMethod(method)]() {
+        absl::Status status;
+        if (!caller.ok()) {
+          status = caller.status();
+          if (mutating) {
+            // Refused callers of mutating RPCs are audited too (等保: failed access attempts).
+            audit::AuditRecord record;
+            record.caller = "(unauthenticated)";
+            record.method = method;
+            record.request_id = RequestIdOf(*ctx);
+            record.target = "";
+            record.outcome = absl::StatusCodeToString(status.code());
+            record.detail = std::string(status.message());
+            (void)repo_.AuditRefused(record);
+          }
+        } else if (clock_.Now() >= deadline) {
+          status = absl::DeadlineExceededError("the call's deadline passed before it could run");
+        } else {
+          status = work(*caller, deadline);
+        }
+        reactor->Finish(ToGrpcStatus(status));
+      });
+  if (!queued) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 "the registry is at capacity; retry with backoff"));
+  }
+  return reactor;
+}
+
+absl::StatusOr<Org> OrgRegistryService::GetVisible(int64_t id, const auth::Principal& caller,
+                                                   absl::Time deadline, absl::string_view what) {
+  absl::StatusOr<Org> org = repo_.Get(id, ReadContext{deadline});
+  if (!org.ok()) {
+    if (absl::IsNotFound(org.status())) {
+      DJ_RETURN_IF_ERROR(CheckInScope(nullptr, caller.org_scope, what));
+    }
+    return org.status();
+  }
+  DJ_RETURN_IF_ERROR(CheckInScope(&*org, caller.org_scope, what));
+  return org;
+}
+
+// --- Reads ------------------------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* OrgRegistryService::GetOrg(grpc::CallbackServerContext* ctx,
+                                                     const v1::GetOrgRequest* req, v1::Org* resp) {
+  return Unary(ctx, kReadRole, "GetOrg", [=](const auth::Principal& caller, absl::Time deadline) {
+    FieldErrors errors;
+    ValidateId(req->id(), "id", errors);
+    DJ_RETURN_IF_ERROR(errors.ToStatus());
+    DJ_ASSIGN_OR_RETURN(Org org,
+                        GetVisible(req->id(), caller, deadline, absl::StrCat("org ", req->id())));
+    ToProto(org, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* OrgRegistryService::BatchGetOrgs(grpc::CallbackServerContext* ctx,
+                                                           const v1::BatchGetOrgsRequest* req,
+                                                           v1::BatchGetOrgsResponse* resp) {
+  return Unary(
+      ctx, kReadRole, "BatchGetOrgs", [=](const auth::Principal& caller, absl::Time deadline) {
+        FieldErrors errors;
+        if (req->ids().empty()) errors.Add("ids", "must name at least one org");
+        if (req->ids_size() > kMaxBatchGet) {
+          errors.Add("ids",
+                     absl::StrCat("names ", req->ids_size(), " orgs; at most ", kMaxBatchGet));
+        }
+        for (int i = 0; i < req->ids_size(); ++i) {
+          ValidateId(req->ids(i), absl::StrCat("ids[", i, "]"), errors);
+        }
+        DJ_RETURN_IF_ERROR(errors.ToStatus());
+        const std::set<int64_t> unique(req->ids().begin(), req->ids().end());
+        DJ_ASSIGN_OR_RETURN(std::vector<Org> orgs,
+                            repo_.BatchGet(std::vector<int64_t>(unique.begin(), unique.end()),
+                                           ReadContext{deadline}));
+        std::unordered_map<int64_t, const Org*> by_id;
+        for (const Org& org : orgs) by_id[org.id] = &org;
+        for (int64_t id : req->ids()) {
+          auto it = by_id.find(id);
+          const Org* org = it == by_id.end() ? nullptr : it->second;
+          DJ_RETURN_IF_ERROR(CheckInScope(org, caller.org_scope, absl::StrCat("org ", id)));
+        }
+        for (int64_t id : req->ids()) ToProto(*by_id[id], resp->add_orgs());
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* OrgRegistryService::ListOrgs(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListOrgsRequest* req,
+                                                       v1::ListOrgsResponse* resp) {
+  return Unary(ctx, kReadRole, "ListOrgs", [=](const auth::Principal& caller, absl::Time deadline) {
+    FieldErrors errors;
+    if (req->root_id() < 0) errors.Add("root_id", "must be 0 (the top of your scope) or an org id");
+    if (req->page_size() < 0) errors.Add("page_size", "must not be negative");
+    if (req->max_depth() < 0) errors.Add("max_depth", "must not be negative");
+    ListQuery query;
+    ParseEnumFilter<OrgKind, v1::OrgKind>(req->kinds(), IsValidKind, "kinds", query.kinds, errors);
+    ParseEnumFilter<OrgDomain, v1::OrgDomain>(req->domains(), IsValidDomain, "domains",
+                                              query.domains, errors);
+    ParseEnumFilter<OrgStatus, v1::OrgStatus>(req->statuses(), IsValidStatus, "statuses",
+                                              query.statuses, errors);
+    DJ_RETURN_IF_ERROR(errors.ToStatus());
+    query.page_size =
+        req->page_size() == 0 ? kDefaultPageSize : std::min(req->page_size(), kMaxPageSize);
+    query.max_depth = req->max_depth();
+
+    const int64_t root_id = req->root_id() != 0 ? req->root_id() : caller.org_scope.value_or(0);
+    if (root_id == 0) {
+      query.root_path = "/";
+      query.root_depth = -1;
+    } else {
+      DJ_ASSIGN_OR_RETURN(Org root,
+                          GetVisible(root_id, caller, deadline, absl::StrCat("org ", root_id)));
+      query.root_path = absl::StrCat("/", absl::StrJoin(root.path, "/"), "/");
+      query.root_depth = root.depth;
+    }
+    const uint64_t fingerprint = Fingerprint64(absl::StrCat(
+        root_id, "|", absl::StrJoin(req->kinds(), ","), "|", absl::StrJoin(req->domains(), ","),
+        "|", absl::StrJoin(req->statuses(), ","), "|", req->max_depth()));
+    if (!req->page_token().empty()) {
+      DJ_ASSIGN_OR_RETURN(query.after_path, DecodePageToken(req->page_token(), fingerprint));
+    }
+    DJ_ASSIGN_OR_RETURN(ListPage page, repo_.List(query, ReadContext{deadline}));
+    for (const Org& org : page.orgs) ToProto(org, resp->add_orgs());
+    if (page.more && !page.orgs.empty()) {
+      resp->set_next_page_token(EncodePageToken(
+          fingerprint, absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/")));
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* OrgRegistryService::GetAncestors(grpc::CallbackServerContext* ctx,
+                                                           const v1::GetAncestorsRequest* req,
+                                                           v1::GetAncestorsResponse* resp) {
+  return Unary(
+      ctx, kReadRole, "GetAncestors", [=](const auth::Principal& caller, absl::Time deadline) {
+        FieldErrors errors;
+        ValidateId(req->id(), "id", errors);
+        DJ_RETURN_IF_ERROR(errors.ToStatus());
+        DJ_ASSIGN_OR_RETURN(
+            Org org, GetVisible(req->id(), caller, deadline, absl::StrCat("org ", req->id())));
+        std::vector<int64_t> ids = org.ancestor_ids();
+        if (caller.org_scope) {
+          // Only the part of the chain inside the caller's subtree.
+          auto top = std::find(ids.begin(), ids.end(), *caller.org_scope);
+          ids.erase(ids.begin(), top);
+        }
+        if (ids.empty()) return absl::OkStatus();
+        DJ_ASSIGN_OR_RETURN(std::vector<Org> ancestors, repo_.BatchGet(ids, ReadContext{deadline}));
+        if (ancestors.size() != ids.size()) {
+          return absl::UnavailableError("the org tree changed while reading; retry");
+        }
+        std::sort(ancestors.begin(), ancestors.end(),
+                  [](const Org& a, const Org& b) { return a.depth < b.depth; });
+        for (const Org& a : ancestors) ToProto(a, resp->add_ancestors());
+        return absl::OkStatus();
+      });
+}
+
+// --- Writes -----------------------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* OrgRegistryService::CreateOrg(grpc::CallbackServerContext* ctx,
+                                                        const v1::CreateOrgRequest* req,
+                                                        v1::Org* resp) {
+  return Unary(
+      ctx, kWriteRole, "CreateOrg", [=](const auth::Principal& caller, absl::Time) -> absl::Status {
+        const WriteContext wctx = MakeWriteContext(*ctx, caller, "CreateOrg", req->request_id());
+        FieldErrors errors;
+        ValidateRequestId(req->request_id(), errors);
+        CreateOrgCommand cmd;
+        if (!req->has_org()) {
+          errors.Add("org", "is required");
+        } else {
+          cmd.fields = FieldsFromProto(req->org(), "org.", errors);
+          ValidateFields(cmd.fields, ShanghaiDate(clock_.Now()), "org.", errors);
+          if (req->org().parent_id() < 0) {
+            errors.Add("org.parent_id", "must be 0 (a root) or an org id");
+          }
+        }
+        if (!errors.empty()) {
+          audit::AuditRecord record = wctx.audit;
+          record.target = "org/(new)";
+          record.outcome = "INVALID_ARGUMENT";
+          record.detail = std::string(errors.ToStatus().message()).substr(0, 300);
+          (void)repo_.AuditRefused(record);
+          return errors.ToStatus();
+        }
+        cmd.request_id = req->request_id();
+        cmd.parent_id = req->org().parent_id();
+        cmd.request_hash = CreateFingerprint(cmd);
+        DJ_ASSIGN_OR_RETURN(WriteResult result, repo_.Create(cmd, wctx));
+        notifier_.Advance(result.revision);
+        ToProto(result.org, resp);
+        return absl::OkStatus();
+      });
+}
+
+namespace {
+
+// Reads update_mask into `mask` and validates the masked fields of `org`.
+UpdateOrgCommand ParseUpdate(const v1::UpdateOrgRequest& req, const CivilDate& today,
+                             FieldErrors& errors) {
+  UpdateOrgCommand cmd;
+  const v1::Org& org = req.org();
+  cmd.id = org.id();
+  cmd.etag = org.etag();
+  ValidateId(org.id(), "org.id", errors);
+  if (org.etag().empty()) {
+    errors.Add("org.etag", "is required: send the etag of the org as you read it");
+  }
+  if (req.update_mask().paths().empty()) {
+    errors.Add("update_mask", "must name at least one field");
+  }
+  for (int i = 0; i < req.update_mask().paths_size(); ++i) {
+    const std::string& path = req.update_mask().paths(i);
+    const std::string field = absl::StrCat("update_mask.paths[", i, "]");
+    if (path == "code") {
+      cmd.mask.code = true;
+      cmd.values.code = org.code();
+      ValidateCode(org.code(), "org.code", errors);
+    } else if (path == "name") {
+      cmd.mask.name = true;
+      cmd.values.name = org.name();
+      ValidateName(org.name(), "org.name", errors);
+    } else if (path == "kind") {
+      cmd.mask.kind = true;
+      if (!IsValidKind(org.kind())) {
+        errors.Add("org.kind", "must be a known OrgKind");
+      } else {
+        cmd.values.kind = static_cast<OrgKind>(org.kind());
+      }
+    } else if (path == "joint") {
+      cmd.mask.joint = true;
+      cmd.values.joint = org.joint();
+    } else if (path == "domain") {
+      cmd.mask.domain = true;
+      if (!IsValidDomain(org.domain())) {
+        errors.Add("org.domain", "must be a known OrgDomain");
+      } else {
+        cmd.values.domain = static_cast<OrgDomain>(org.domain());
+      }
+    } else if (path == "region_code") {
+      cmd.mask.region_code = true;
+      cmd.values.region_code = org.region_code();
+      ValidateRegionCode(org.region_code(), "org.region_code", errors);
+    } else if (path == "established_date") {
+      cmd.mask.established = true;
+      if (org.has_established_date()) {
+        cmd.values.established =
+            CivilDate{org.established_date().year(), org.established_date().month(),
+                      org.established_date().day()};
+        ValidateEstablished(*cmd.values.established, today, "org.established_date", errors);
+      }
+    } else if (path == "parent_id") {
+      errors.Add(field, "parent_id is changed with MoveOrg");
+    } else if (path == "status") {
+      errors.Add(field, "status is changed with DissolveOrg");
+    } else {
+      errors.Add(field, absl::StrCat("'", path, "' is not an updatable field"));
+    }
+  }
+  return cmd;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* OrgRegistryService::UpdateOrg(grpc::CallbackServerContext* ctx,
+                                                        const v1::UpdateOrgRequest* req,
+                                                        v1::Org* resp) {
+  return Unary(ctx, kWriteRole, "UpdateOrg",
+               [=](const auth::Principal& caller, absl::Time) -> absl::Status {
+                 const WriteContext wctx = MakeWriteContext(*ctx, caller, "UpdateOrg", "");
+                 FieldErrors errors;
+                 if (!req->has_org()) errors.Add("org", "is required");
+                 UpdateOrgCommand cmd = ParseUpdate(*req, ShanghaiDate(clock_.Now()), errors);
+                 if (!errors.empty()) {
+                   audit::AuditRecord record = wctx.audit;
+                   record.target = absl::StrCat("org/", req->org().id());
+                   record.outcome = "INVALID_ARGUMENT";
+                   record.detail = std::string(errors.ToStatus().message()).substr(0, 300);
+                   (void)repo_.AuditRefused(record);
+                   return errors.ToStatus();
+                 }
+                 DJ_ASSIGN_OR_RETURN(WriteResult result, repo_.Update(cmd, wctx));
+                 notifier_.Advance(result.revision);
+                 ToProto(result.org, resp);
+                 return absl::OkStatus();
+               });
+}
+
+grpc::ServerUnaryReactor* OrgRegistryService::MoveOrg(grpc::CallbackServerContext* ctx,
+                                                      const v1::MoveOrgRequest* req,
+                                                      v1::Org* resp) {
+  return Unary(ctx, kWriteRole, "MoveOrg",
+               [=](const auth::Principal& caller, absl::Time) -> absl::Status {
+                 const WriteContext wctx = MakeWriteContext(*ctx, caller, "MoveOrg", "");
+                 FieldErrors errors;
+                 ValidateId(req->id(), "id", errors);
+                 if (req->new_parent_id() < 0) {
+                   errors.Add("new_parent_id", "must be 0 (make it a root) or an org id");
+                 }
+                 if (!errors.empty()) {
+                   audit::AuditRecord record = wctx.audit;
+                   record.target = absl::StrCat("org/", req->id());
+                   record.outcome = "INVALID_ARGUMENT";
+                   record.detail = std::string(errors.ToStatus().message()).substr(0, 300);
+                   (void)repo_.AuditRefused(record);
+                   return errors.ToStatus();
+                 }
+                 MoveOrgCommand cmd{req->id(), req->new_parent_id(), req->etag()};
+                 DJ_ASSIGN_OR_RETURN(WriteResult result, repo_.Move(cmd, wctx));
+                 notifier_.Advance(result.revision);
+                 ToProto(result.org, resp);
+                 return absl::OkStatus();
+               });
+}
+
+grpc::ServerUnaryReactor* OrgRegistryService::DissolveOrg(grpc::CallbackServerContext* ctx,
+                                                          const v1::DissolveOrgRequest* req,
+                                                          v1::Org* resp) {
+  return Unary(ctx, kWriteRole, "DissolveOrg",
+               [=](const auth::Principal& caller, absl::Time) -> absl::Status {
+                 const WriteContext wctx = MakeWriteContext(*ctx, caller, "DissolveOrg", "");
+                 FieldErrors errors;
+                 ValidateId(req->id(), "id", errors);
+                 const int reason_chars = Utf8Length(req->reason());
+                 if (reason_chars < 0) {
+                   errors.Add("reason", "is not valid UTF-8");
+                 } else if (reason_chars == 0) {
+                   errors.Add("reason", "is required (e.g. the approving document)");
+                 } else if (reason_chars > kMaxReasonChars) {
+                   errors.Add("reason", absl::StrCat("is ", reason_chars, " characters; at most ",
+                                                     kMaxReasonChars));
+                 }
+                 if (!errors.empty()) {
+                   audit::AuditRecord record = wctx.audit;
+                   record.target = absl::StrCat("org/", req->id());
+                   record.outcome = "INVALID_ARGUMENT";
+                   record.detail = std::string(errors.ToStatus().message()).substr(0, 300);
+                   (void)repo_.AuditRefused(record);
+                   return errors.ToStatus();
+                 }
+                 DissolveOrgCommand cmd{req->id(), req->etag(), req->reason()};
+                 DJ_ASSIGN_OR_RETURN(WriteResult result, repo_.Dissolve(cmd, wctx));
+                 notifier_.Advance(result.revision);
+                 ToProto(result.org, resp);
+                 return absl::OkStatus();
+               });
+}
+
+// --- ImportOrgs --------------------------------------------------------------------------------
+
+// Reads the stream, validates each row as it comes, and writes every kImportChunkRows valid rows
+// on the worker pool; it reads no further while a chunk is being written (back-pressure).
+class OrgRegistryService::ImportReactor final
+    : public grpc::ServerReadReactor<v1::ImportOrgsRequest> {
+ public:
+  ImportReactor(OrgRegistryService& service, grpc::CallbackServerContext* ctx,
+                v1::ImportOrgsResponse* resp)
+      : service_(service), ctx_(ctx), resp_(resp) {
+    absl::StatusOr<auth::Principal> caller = service_.Authorize(*ctx, kWriteRole);
+    if (!caller.ok()) {
+      Finish(ToGrpcStatus(caller.status()));
+      return;
+    }
+    wctx_ = service_.MakeWriteContext(*ctx, *caller, "ImportOrgs", "");
+    today_ = ShanghaiDate(service_.clock_.Now());
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client half-closed (or the call broke: then nothing more is written).
+      if (ctx_->IsCancelled()) {
+        Finish(grpc::Status::CANCELLED);
+        return;
+      }
+      Flush(/*last=*/true);
+      return;
+    }
+    for (const v1::ImportOrgRow& row : request_.rows()) Accept(row);
+    if (static_cast<int>(pending_.size()) >= kImportChunkRows) {
+      Flush(/*last=*/false);
+    } else {
+      StartRead(&request_);
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Accept(const v1::ImportOrgRow& row) {
+    ++received_;
+    FieldErrors errors;
+    ImportRow out;
+    out.row_number = received_;
+    out.parent_code = row.parent_code();
+    if (row.code().empty()) errors.Add("code", "is required: children name their parent by it");
+    if (!row.parent_code().empty()) ValidateCode(row.parent_code(), "parent_code", errors);
+    v1::Org as_org;
+    as_org.set_code(row.code());
+    as_org.set_name(row.name());
+    as_org.set_kind(row.kind());
+    as_org.set_joint(row.joint());
+    as_org.set_domain(row.domain());
+    as_org.set_region_code(row.region_code());
+    if (row.has_established_date()) *as_org.mutable_established_date() = row.established_date();
+    out.fields = FieldsFromProto(as_org, "", errors);
+    ValidateFields(out.fields, today_, "", errors);
+    if (errors.empty()) {
+      pending_.push_back(std::move(out));
+      return;
+    }
+    ++failed_;
+    if (resp_->errors_size() < kMaxImportErrorsListed) {
+      const FieldViolation& first = errors.violations().front();
+      auto* e = resp_->add_errors();
+      e->set_row_number(received_);
+      e->set_code(row.code());
+      e->set_field(first.field);
+      std::vector<std::string> reasons;
+      for (const FieldViolation& v : errors.violations()) {
+        reasons.push_back(absl::StrCat(v.field, ": ", v.description));
+      }
+      e->set_reason(absl::StrJoin(reasons, "; "));
+    }
+  }
+
+  void Flush(bool last) {
+    std::vector<ImportRow> rows = std::move(pending_);
+    pending_.clear();
+    const bool queued = service_.workers_.Submit([this, rows = std::move(rows), last]() {
+      if (!rows.empty()) {
+        absl::StatusOr<ImportResult> result = service_.repo_.Import(rows, wctx_);
+        if (!result.ok()) {
+          Finish(ToGrpcStatus(result.status()));
+          return;
+        }
+        service_.notifier_.Advance(result->revision);
+        created_ += result->created;
+        unchanged_ += result->unchanged;
+        failed_ += static_cast<int64_t>(result->errors.size());
+        for (const ImportRowError& err : result->errors) {
+          if (resp_->errors_size() >= kMaxImportErrorsListed) break;
+          auto* e = resp_->add_errors();
+          e->set_row_number(err.row_number);
+          e->set_code(err.code);
+          e->set_field(err.field);
+          e->set_rule(err.rule);
+          e->set_reason(err.reason);
+        }
+      }
+      if (!last) {
+        StartRead(&request_);
+        return;
+      }
+      // Errors from validation and from the store arrive in two passes: restore stream order.
+      std::sort(resp_->mutable_errors()->begin(), resp_->mutable_errors()->end(),
+                [](const v1::ImportRowError& a, const v1::ImportRowError& b) {
+                  return a.row_number() < b.row_number();
+                });
+      resp_->set_received(received_);
+      resp_->set_created(created_);
+      resp_->set_unchanged(unchanged_);
+      resp_->set_failed(failed_);
+      log::Info("import finished", {{"request_id", wctx_.audit.request_id},
+                                    {"caller", wctx_.audit.caller},
+                                    {"received", received_},
+                                    {"created", created_},
+                                    {"unchanged", unchanged_},
+                                    {"failed", failed_}});
+      Finish(grpc::Status::OK);
+    });
+    if (!queued) {
+      Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "the registry is at capacity; re-send the import later (it is "
+                          "idempotent)"));
+    }
+  }
+
+  OrgRegistryService& service_;
+  grpc::CallbackServerContext* const ctx_;
+  v1::ImportOrgsResponse* const resp_;
+  WriteContext wctx_;
+  CivilDate today_;
+  v1::ImportOrgsRequest request_;
+  std::vector<ImportRow> pending_;
+  int64_t received_ = 0;
+  int64_t created_ = 0;
+  int64_t unchanged_ = 0;
+  int64_t failed_ = 0;
+};
+
+grpc::ServerReadReactor<v1::ImportOrgsRequest>* OrgRegistryService::ImportOrgs(
+    grpc::CallbackServerContext* ctx, v1::ImportOrgsResponse* resp) {
+  return new ImportReactor(*this, ctx, resp);
+}
+
+// --- WatchOrgChanges ---------------------------------------------------------------------------
+
+// Streams changes after the cursor: fetch a batch on the worker pool, write it change by change,
+// fetch again; when caught up, wait on the ChangeNotifier. Exactly one of fetching, writing and
+// waiting is under way at a time, so the cursor needs no more than the mutex. gRPC operations
+// (StartWrite, Finish) are started outside the mutex.
+class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v1::OrgChange> {
+ public:
+  WatchReactor(OrgRegistryService& service, grpc::CallbackServerContext* ctx,
+               const v1::WatchOrgChangesRequest* req)
+      : service_(service) {
+    absl::StatusOr<auth::Principal> caller = service_.Authorize(*ctx, kReadRole);
+    if (!caller.ok()) {
+      finished_ = true;
+      Finish(ToGrpcStatus(caller.status()));
+      return;
+    }
+    if (req->from_revision() < 0) {
+      finished_ = true;
+      Finish(ToGrpcStatus(InvalidFieldError("from_revision", "must not be negative")));
+      return;
+    }
+    scope_ = caller->org_scope;
+    cursor_ = req->from_revision();
+    absl::MutexLock lock(&mu_);
+    ScheduleFetchLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    const v1::OrgChange* next = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ok || cancelled_) {
+        FinishLocked(grpc::Status::CANCELLED);
+        return;
+      }
+      if (next_ < batch_.size()) {
+        next = &batch_[next_++];
+      } else {
+        ScheduleFetchLocked();
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (waiting_ && service_.notifier_.Cancel(wait_handle_)) {
+      waiting_ = false;
+      FinishLocked(grpc::Status::CANCELLED);
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  void ScheduleFetchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!service_.workers_.Submit([this] { Fetch(); })) {
+      FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                "the registry is at capacity; resume from the last revision seen"));
+    }
+  }
+
+  void Fetch() {
+    absl::StatusOr<std::vector<Change>> changes =
+        service_.repo_.ChangesSince(cursor_, kFeedBatch, ReadContext{});
+    const v1::OrgChange* first = nullptr;
+    int64_t wait_from = -1;
+    {
+      absl::MutexLock lock(&mu_);
+      if (cancelled_) {
+        FinishLocked(grpc::Status::CANCELLED);
+        return;
+      }
+      if (!changes.ok()) {
+        FinishLocked(ToGrpcStatus(absl::UnavailableError(
+            absl::StrCat("the change feed cannot be read now; resume from revision ", cursor_))));
+        return;
+      }
+      batch_.clear();
+      next_ = 0;
+      for (const Change& c : *changes) {
+        cursor_ = c.revision;
+        if (VisibleTo(c, scope_)) batch_.push_back(ChangeToProto(c));
+      }
+      if (!batch_.empty()) {
+        first = &batch_[next_++];
+      } else if (static_cast<int>(changes->size()) == kFeedBatch) {
+        ScheduleFetchLocked();  // a full batch outside the caller's scope: read on
+        return;
+      } else {
+        waiting_ = true;
+        wait_from = cursor_;
+      }
+    }
+    if (first != nullptr) {
+      StartWrite(first);
+      return;
+    }
+    const uint64_t handle = service_.notifier_.WaitBeyond(wait_from, [this](bool stopping) {
+      absl::MutexLock lock(&mu_);
+      waiting_ = false;
+      if (stopping) {
+        FinishLocked(grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            absl::StrCat("the server is shutting down; resume from revision ", cursor_)));
+      } else if (cancelled_) {
+        FinishLocked(grpc::Status::CANCELLED);
+      } else {
+        ScheduleFetchLocked();
+      }
+    });
+    absl::MutexLock lock(&mu_);
+    wait_handle_ = handle;
+    if (cancelled_ && waiting_ && service_.notifier_.Cancel(handle)) {
+      waiting_ = false;
+      FinishLocked(grpc::Status::CANCELLED);
+    }
+  }
+
+  OrgRegistryService& service_;
+  std::optional<int64_t> scope_;
+  absl::Mutex mu_;
+  int64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<v1::OrgChange> batch_ ABSL_GUARDED_BY(mu_);
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool waiting_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t wait_handle_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+grpc::ServerWriteReactor<v1::OrgChange>* OrgRegistryService::WatchOrgChanges(
+    grpc::CallbackServerContext* ctx, const v1::WatchOrgChangesRequest* req) {
+  return new WatchReactor(*this, ctx, req);
+}
+
+}  // namespace dangjian::registry
