@@ -80,17 +80,33 @@ class PgPool {
 
  private:
   struct Conn;
+  struct Outcome;
   PgPool(PgPoolOptions options, metrics::DbMetrics* metrics, Clock& clock);
+  // A live connection with every registered statement; waits for a free slot until the tighter of
+  // acquire_timeout and `deadline`.
   absl::StatusOr<std::unique_ptr<Conn>> Acquire(absl::Time deadline);
+  // Returns a healthy connection to the idle list; closes a broken one (its slot is reopened on
+  // demand).
   void Release(std::unique_ptr<Conn> conn);
+  // Opens conn.pg and defines every registered statement on it.
   absl::Status Connect(Conn& conn);
+  // Defines on `conn` the statements registered since it was opened or last leased.
+  void DefinePending(Conn& conn);
+  // One transaction on `conn`: BEGIN, statement timeout, work, COMMIT or ROLLBACK.
+  Outcome RunOnce(Conn& conn, const TxOptions& options, const TxWork& work);
+  bool CanLease() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CountError(const char* kind);
 
   const PgPoolOptions options_;
+  const std::string conninfo_;  // options_.conninfo with connect_timeout added
   metrics::DbMetrics* const metrics_;
   Clock& clock_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Conn>> idle_ ABSL_GUARDED_BY(mu_);
+  // Connections handed out, plus slots reserved while a new connection is being opened.
   int leased_ ABSL_GUARDED_BY(mu_) = 0;
+  int open_ ABSL_GUARDED_BY(mu_) = 0;  // open connections, idle or leased
   std::vector<std::pair<std::string, std::string>> prepared_ ABSL_GUARDED_BY(mu_);
 };
 

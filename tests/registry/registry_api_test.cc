@@ -1,0 +1,533 @@
+// The registry's unary RPCs over gRPC, against real PostgreSQL and Redis: every RPC, its errors,
+// pagination, idempotent create, optimistic concurrency and authorisation.
+#include <set>
+#include <thread>
+
+#include "common/status.h"
+#include "google/protobuf/field_mask.pb.h"
+#include "tests/registry/registry_fixture.h"
+
+namespace dangjian::registry {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
+
+class RegistryApiTest : public RegistryFixture {
+ protected:
+  void SetUp() override {
+    RegistryFixture::SetUp();
+    StartRegistry();
+  }
+
+  // A small tree: city committee > district committee > general branch > branch > group.
+  struct Tree {
+    v1::Org city, district, general, branch, group;
+  };
+  Tree MakeTree() {
+    Tree t;
+    t.city = Create(0, v1::ORG_KIND_COMMITTEE, "南京市委", "C-NJ");
+    t.district = Create(t.city.id(), v1::ORG_KIND_COMMITTEE, "玄武区委", "C-XW");
+    t.general = Create(t.district.id(), v1::ORG_KIND_GENERAL_BRANCH, "红山街道党总支", "G-HS");
+    t.branch = Create(t.general.id(), v1::ORG_KIND_BRANCH, "红山第一社区党支部", "B-HS1");
+    t.group = Create(t.branch.id(), v1::ORG_KIND_GROUP, "第一党小组", "P-HS1-1");
+    return t;
+  }
+
+  grpc::Status Update(const v1::Org& org, std::vector<std::string> paths, v1::Org* out,
+                      const std::string& token = "") {
+    v1::UpdateOrgRequest req;
+    *req.mutable_org() = org;
+    for (auto& p : paths) req.mutable_update_mask()->add_paths(p);
+    return stub_->UpdateOrg(Ctx(token.empty() ? admin_ : token).get(), req, out);
+  }
+};
+
+std::string RuleOf(const grpc::Status& st) {
+  return GetViolatedRule(FromGrpcStatus(st)).value_or("");
+}
+
+std::vector<std::string> FieldsOf(const grpc::Status& st) {
+  std::vector<std::string> fields;
+  for (const auto& v : GetFieldViolations(FromGrpcStatus(st))) fields.push_back(v.field);
+  return fields;
+}
+
+TEST_F(RegistryApiTest, CreateOrg_AssignsIdPathDepthAndEtag) {
+  Tree t = MakeTree();
+  EXPECT_GT(t.city.id(), 0);
+  EXPECT_EQ(t.city.depth(), 0);
+  EXPECT_EQ(t.group.depth(), 4);
+  EXPECT_THAT(t.group.ancestor_ids(),
+              ElementsAre(t.city.id(), t.district.id(), t.general.id(), t.branch.id()));
+  EXPECT_EQ(t.group.status(), v1::ORG_STATUS_ACTIVE);
+  EXPECT_FALSE(t.group.etag().empty());
+  EXPECT_GT(t.group.revision(), t.branch.revision());
+  v1::Org got;
+  ASSERT_TRUE(Get(t.branch.id(), &got, admin_).ok());
+  EXPECT_EQ(got.name(), "红山第一社区党支部");
+  EXPECT_EQ(got.code(), "B-HS1");
+  EXPECT_EQ(got.parent_id(), t.general.id());
+}
+
+TEST_F(RegistryApiTest, CreateOrg_SameRequestIdTwiceCreatesOnce) {
+  v1::CreateOrgRequest req;
+  req.set_request_id("import-42");
+  *req.mutable_org() = MakeOrg(0, v1::ORG_KIND_COMMITTEE, "市委");
+  v1::Org first, second;
+  ASSERT_TRUE(stub_->CreateOrg(Ctx(admin_).get(), req, &first).ok());
+  ASSERT_TRUE(stub_->CreateOrg(Ctx(admin_).get(), req, &second).ok());
+  EXPECT_EQ(first.id(), second.id());
+  v1::ListOrgsResponse all;
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), v1::ListOrgsRequest(), &all).ok());
+  EXPECT_EQ(all.orgs_size(), 1);
+
+  // The same request_id with a different request is refused, naming request_id.
+  req.mutable_org()->set_name("另一个市委");
+  v1::Org third;
+  grpc::Status st = stub_->CreateOrg(Ctx(admin_).get(), req, &third);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("request_id"));
+}
+
+TEST_F(RegistryApiTest, CreateOrg_InvalidFieldsAreAllNamed) {
+  v1::CreateOrgRequest req;
+  req.set_request_id("bad-1");
+  v1::Org* org = req.mutable_org();
+  org->set_name("");
+  org->set_region_code("12345");
+  org->set_code("has space");
+  org->set_joint(true);
+  org->set_kind(v1::ORG_KIND_COMMITTEE);
+  org->mutable_established_date()->set_year(2023);
+  org->mutable_established_date()->set_month(2);
+  org->mutable_established_date()->set_day(29);
+  v1::Org out;
+  grpc::Status st = stub_->CreateOrg(Ctx(admin_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(FieldsOf(st),
+              UnorderedElementsAre("org.domain", "org.code", "org.name", "org.region_code",
+                                   "org.established_date", "org.joint"));
+  v1::ListOrgsResponse all;
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), v1::ListOrgsRequest(), &all).ok());
+  EXPECT_EQ(all.orgs_size(), 0) << "a failed request changes nothing";
+}
+
+TEST_F(RegistryApiTest, CreateOrg_RequestIdRequired) {
+  v1::CreateOrgRequest req;
+  *req.mutable_org() = MakeOrg(0, v1::ORG_KIND_COMMITTEE, "市委");
+  v1::Org out;
+  grpc::Status st = stub_->CreateOrg(Ctx(admin_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("request_id"));
+}
+
+TEST_F(RegistryApiTest, CreateOrg_KindParentRuleIsFailedPrecondition) {
+  Tree t = MakeTree();
+  v1::CreateOrgRequest req;
+  req.set_request_id("group-under-committee");
+  *req.mutable_org() = MakeOrg(t.district.id(), v1::ORG_KIND_GROUP, "错误的党小组");
+  v1::Org out;
+  grpc::Status st = stub_->CreateOrg(Ctx(admin_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(RuleOf(st), "kind-parent");
+  EXPECT_NE(st.error_message().find("党小组"), std::string::npos);
+
+  // A branch may sit directly under a committee, and a general branch may not be a root.
+  Create(t.district.id(), v1::ORG_KIND_BRANCH, "机关党支部");
+  req.set_request_id("root-general-branch");
+  *req.mutable_org() = MakeOrg(0, v1::ORG_KIND_GENERAL_BRANCH, "无上级党总支");
+  st = stub_->CreateOrg(Ctx(admin_).get(), req, &out);
+  EXPECT_EQ(RuleOf(st), "kind-parent");
+}
+
+TEST_F(RegistryApiTest, CreateOrg_MissingParentIsNotFoundAndDuplicateCodeAlreadyExists) {
+  Tree t = MakeTree();
+  v1::CreateOrgRequest req;
+  req.set_request_id("orphan");
+  *req.mutable_org() = MakeOrg(999999, v1::ORG_KIND_BRANCH, "孤儿支部");
+  v1::Org out;
+  EXPECT_EQ(stub_->CreateOrg(Ctx(admin_).get(), req, &out).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  req.set_request_id("dup-code");
+  *req.mutable_org() = MakeOrg(t.general.id(), v1::ORG_KIND_BRANCH, "重复编码支部", "B-HS1");
+  EXPECT_EQ(stub_->CreateOrg(Ctx(admin_).get(), req, &out).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(RegistryApiTest, GetOrg_UnknownIdIsNotFoundAndBadIdInvalid) {
+  v1::Org out;
+  EXPECT_EQ(Get(12345, &out, admin_).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::Status st = Get(0, &out, admin_);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("id"));
+}
+
+TEST_F(RegistryApiTest, BatchGetOrgs_KeepsRequestOrderAndFailsWholeOnMissing) {
+  Tree t = MakeTree();
+  v1::BatchGetOrgsRequest req;
+  for (int64_t id : {t.group.id(), t.city.id(), t.group.id()}) req.add_ids(id);
+  v1::BatchGetOrgsResponse resp;
+  ASSERT_TRUE(stub_->BatchGetOrgs(Ctx(admin_).get(), req, &resp).ok());
+  ASSERT_EQ(resp.orgs_size(), 3);
+  EXPECT_EQ(resp.orgs(0).id(), t.group.id());
+  EXPECT_EQ(resp.orgs(1).id(), t.city.id());
+  EXPECT_EQ(resp.orgs(2).id(), t.group.id());
+  req.add_ids(987654);
+  EXPECT_EQ(stub_->BatchGetOrgs(Ctx(admin_).get(), req, &resp).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  req.Clear();
+  EXPECT_EQ(stub_->BatchGetOrgs(Ctx(admin_).get(), req, &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(RegistryApiTest, UpdateOrg_ChangesMaskedFieldsOnly) {
+  Tree t = MakeTree();
+  v1::Org patch = t.branch;
+  patch.set_name("红山第一社区联合党支部");
+  patch.set_joint(true);
+  patch.set_region_code("110101");  // not in the mask: must not change
+  v1::Org out;
+  ASSERT_TRUE(Update(patch, {"name", "joint"}, &out).ok());
+  EXPECT_EQ(out.name(), "红山第一社区联合党支部");
+  EXPECT_TRUE(out.joint());
+  EXPECT_EQ(out.region_code(), "320102");
+  EXPECT_NE(out.etag(), t.branch.etag());
+  v1::Org got;
+  ASSERT_TRUE(Get(t.branch.id(), &got, admin_).ok());
+  EXPECT_EQ(got.name(), "红山第一社区联合党支部");
+}
+
+TEST_F(RegistryApiTest, UpdateOrg_StaleEtagIsAborted) {
+  Tree t = MakeTree();
+  v1::Org patch = t.branch;
+  patch.set_name("第一次改名");
+  v1::Org out;
+  ASSERT_TRUE(Update(patch, {"name"}, &out).ok());
+  patch.set_name("第二次改名");  // still carries the old etag
+  grpc::Status st = Update(patch, {"name"}, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::ABORTED);
+  v1::Org got;
+  ASSERT_TRUE(Get(t.branch.id(), &got, admin_).ok());
+  EXPECT_EQ(got.name(), "第一次改名");
+}
+
+TEST_F(RegistryApiTest, UpdateOrg_TwoConcurrentUpdatesWithOneEtagOneWins) {
+  Tree t = MakeTree();
+  constexpr int kWriters = 8;
+  std::vector<grpc::Status> results(kWriters);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kWriters; ++i) {
+    threads.emplace_back([&, i] {
+      v1::Org patch = t.branch;
+      patch.set_name(absl::StrCat("并发改名", i));
+      v1::Org out;
+      results[i] = Update(patch, {"name"}, &out);
+    });
+  }
+  for (auto& th : threads) th.join();
+  int ok = 0, aborted = 0;
+  std::string winner;
+  for (int i = 0; i < kWriters; ++i) {
+    if (results[i].ok()) {
+      ++ok;
+      winner = absl::StrCat("并发改名", i);
+    } else if (results[i].error_code() == grpc::StatusCode::ABORTED) {
+      ++aborted;
+    }
+  }
+  EXPECT_EQ(ok, 1);
+  EXPECT_EQ(aborted, kWriters - 1);
+  v1::Org got;
+  ASSERT_TRUE(Get(t.branch.id(), &got, admin_).ok());
+  EXPECT_EQ(got.name(), winner);
+}
+
+TEST_F(RegistryApiTest, UpdateOrg_MaskErrorsNameThePath) {
+  Tree t = MakeTree();
+  v1::Org out;
+  grpc::Status st = Update(t.branch, {"parent_id", "nonsense"}, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("update_mask.paths[0]", "update_mask.paths[1]"));
+  st = Update(t.branch, {}, &out);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("update_mask"));
+  v1::Org no_etag = t.branch;
+  no_etag.clear_etag();
+  st = Update(no_etag, {"name"}, &out);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("org.etag"));
+}
+
+TEST_F(RegistryApiTest, UpdateOrg_KindChangeCheckedAgainstChildren) {
+  Tree t = MakeTree();
+  v1::Org patch = t.general;
+  patch.set_kind(v1::ORG_KIND_BRANCH);  // it has a branch child: a branch under a branch
+  v1::Org out;
+  grpc::Status st = Update(patch, {"kind"}, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(RuleOf(st), "kind-parent");
+  patch.set_kind(v1::ORG_KIND_COMMITTEE);  // a 党总支 grown into a 党委 keeps its branch
+  ASSERT_TRUE(Update(patch, {"kind"}, &out).ok());
+  EXPECT_EQ(out.kind(), v1::ORG_KIND_COMMITTEE);
+}
+
+TEST_F(RegistryApiTest, UpdateOrg_NoChangeKeepsEtag) {
+  Tree t = MakeTree();
+  v1::Org out;
+  ASSERT_TRUE(Update(t.branch, {"name"}, &out).ok());
+  EXPECT_EQ(out.etag(), t.branch.etag());
+}
+
+TEST_F(RegistryApiTest, MoveOrg_SubtreeFollows) {
+  Tree t = MakeTree();
+  v1::Org other = Create(t.city.id(), v1::ORG_KIND_COMMITTEE, "秦淮区委");
+  v1::MoveOrgRequest req;
+  req.set_id(t.general.id());
+  req.set_new_parent_id(other.id());
+  req.set_etag(t.general.etag());
+  v1::Org moved;
+  ASSERT_TRUE(stub_->MoveOrg(Ctx(admin_).get(), req, &moved).ok());
+  EXPECT_EQ(moved.parent_id(), other.id());
+  v1::Org group;
+  ASSERT_TRUE(Get(t.group.id(), &group, admin_).ok());
+  EXPECT_THAT(group.ancestor_ids(),
+              ElementsAre(t.city.id(), other.id(), t.general.id(), t.branch.id()));
+  EXPECT_EQ(group.depth(), 4);
+  EXPECT_NE(group.etag(), t.group.etag()) << "a moved descendant changed: its etag too";
+
+  // The old parent's subtree no longer lists it; the new one does.
+  v1::ListOrgsRequest list;
+  list.set_root_id(t.district.id());
+  v1::ListOrgsResponse page;
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), list, &page).ok());
+  EXPECT_EQ(page.orgs_size(), 1);
+  list.set_root_id(other.id());
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), list, &page).ok());
+  EXPECT_EQ(page.orgs_size(), 4);
+}
+
+TEST_F(RegistryApiTest, MoveOrg_RejectsCycleAndKindRule) {
+  Tree t = MakeTree();
+  v1::MoveOrgRequest req;
+  req.set_id(t.district.id());
+  req.set_new_parent_id(t.branch.id());  // its own descendant
+  v1::Org out;
+  grpc::Status st = stub_->MoveOrg(Ctx(admin_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(RuleOf(st), "move-cycle");
+  req.set_id(t.branch.id());
+  req.set_new_parent_id(t.branch.id());
+  EXPECT_EQ(RuleOf(stub_->MoveOrg(Ctx(admin_).get(), req, &out)), "move-cycle");
+  v1::Org other_branch = Create(t.general.id(), v1::ORG_KIND_BRANCH, "第二支部");
+  req.set_id(t.group.id());
+  req.set_new_parent_id(t.general.id());  // a group must sit under a branch
+  EXPECT_EQ(RuleOf(stub_->MoveOrg(Ctx(admin_).get(), req, &out)), "kind-parent");
+  req.set_new_parent_id(other_branch.id());
+  EXPECT_TRUE(stub_->MoveOrg(Ctx(admin_).get(), req, &out).ok());
+  req.set_etag("1-1");  // stale
+  req.set_new_parent_id(t.branch.id());
+  EXPECT_EQ(stub_->MoveOrg(Ctx(admin_).get(), req, &out).error_code(), grpc::StatusCode::ABORTED);
+}
+
+TEST_F(RegistryApiTest, DissolveOrg_RefusedWhileActiveChildren) {
+  Tree t = MakeTree();
+  v1::DissolveOrgRequest req;
+  req.set_id(t.branch.id());
+  req.set_reason("区委组织部批复〔2026〕12号");
+  v1::Org out;
+  grpc::Status st = stub_->DissolveOrg(Ctx(admin_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(RuleOf(st), "dissolve-children");
+
+  req.set_id(t.group.id());
+  ASSERT_TRUE(stub_->DissolveOrg(Ctx(admin_).get(), req, &out).ok());
+  EXPECT_EQ(out.status(), v1::ORG_STATUS_DISSOLVED);
+  EXPECT_TRUE(out.has_dissolve_time());
+  EXPECT_EQ(out.dissolve_reason(), "区委组织部批复〔2026〕12号");
+  req.set_id(t.branch.id());
+  ASSERT_TRUE(stub_->DissolveOrg(Ctx(admin_).get(), req, &out).ok());
+
+  // Nothing new goes under a dissolved org, and it is not updated any more.
+  v1::CreateOrgRequest create;
+  create.set_request_id("under-dissolved");
+  *create.mutable_org() = MakeOrg(t.branch.id(), v1::ORG_KIND_GROUP, "新党小组");
+  EXPECT_EQ(RuleOf(stub_->CreateOrg(Ctx(admin_).get(), create, &out)), "parent-active");
+  v1::Org patch = out;
+  ASSERT_TRUE(Get(t.branch.id(), &patch, admin_).ok());
+  patch.set_name("改名");
+  EXPECT_EQ(RuleOf(Update(patch, {"name"}, &out)), "org-dissolved");
+
+  req.clear_reason();
+  st = stub_->DissolveOrg(Ctx(admin_).get(), req, &out);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("reason"));
+}
+
+TEST_F(RegistryApiTest, ListOrgs_PagesThroughSubtreeInTreeOrderWithFilters) {
+  Tree t = MakeTree();
+  for (int i = 0; i < 25; ++i) {
+    Create(t.general.id(), v1::ORG_KIND_BRANCH, absl::StrCat("支部", i));
+  }
+  v1::ListOrgsRequest req;
+  req.set_root_id(t.general.id());
+  req.set_page_size(10);
+  std::vector<int64_t> seen;
+  std::string previous_path;
+  int pages = 0;
+  do {
+    v1::ListOrgsResponse page;
+    ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), req, &page).ok());
+    ++pages;
+    for (const v1::Org& o : page.orgs()) seen.push_back(o.id());
+    req.set_page_token(page.next_page_token());
+  } while (!req.page_token().empty());
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(seen.size(), 28u);  // the general branch, 26 branches, one group
+  EXPECT_EQ(seen.front(), t.general.id());
+  std::set<int64_t> unique(seen.begin(), seen.end());
+  EXPECT_EQ(unique.size(), seen.size());
+
+  // Filters: only branches, only one level below.
+  v1::ListOrgsRequest filtered;
+  filtered.set_root_id(t.general.id());
+  filtered.add_kinds(v1::ORG_KIND_BRANCH);
+  filtered.set_max_depth(1);
+  filtered.set_page_size(100);
+  v1::ListOrgsResponse page;
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), filtered, &page).ok());
+  EXPECT_EQ(page.orgs_size(), 26);
+  EXPECT_TRUE(page.next_page_token().empty());
+  filtered.clear_kinds();
+  filtered.set_max_depth(0);
+  filtered.add_kinds(v1::ORG_KIND_GROUP);
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), filtered, &page).ok());
+  ASSERT_EQ(page.orgs_size(), 1);
+  EXPECT_EQ(page.orgs(0).id(), t.group.id());
+}
+
+TEST_F(RegistryApiTest, ListOrgs_TokenWithOtherFiltersIsRefused) {
+  Tree t = MakeTree();
+  v1::ListOrgsRequest req;
+  req.set_root_id(t.city.id());
+  req.set_page_size(2);
+  v1::ListOrgsResponse page;
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), req, &page).ok());
+  ASSERT_FALSE(page.next_page_token().empty());
+  req.set_page_token(page.next_page_token());
+  req.add_kinds(v1::ORG_KIND_BRANCH);
+  grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &page);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("page_token"));
+  req.set_page_token("garbage!");
+  EXPECT_THAT(FieldsOf(stub_->ListOrgs(Ctx(admin_).get(), req, &page)), ElementsAre("page_token"));
+}
+
+TEST_F(RegistryApiTest, GetAncestors_ChainFromTheTopOfScope) {
+  Tree t = MakeTree();
+  v1::GetAncestorsRequest req;
+  req.set_id(t.group.id());
+  v1::GetAncestorsResponse resp;
+  ASSERT_TRUE(stub_->GetAncestors(Ctx(admin_).get(), req, &resp).ok());
+  ASSERT_EQ(resp.ancestors_size(), 4);
+  EXPECT_EQ(resp.ancestors(0).id(), t.city.id());
+  EXPECT_EQ(resp.ancestors(3).id(), t.branch.id());
+  // A caller scoped to the district sees the chain from the district down.
+  const std::string district_reader = Token({"registry.read"}, t.district.id());
+  ASSERT_TRUE(stub_->GetAncestors(Ctx(district_reader).get(), req, &resp).ok());
+  ASSERT_EQ(resp.ancestors_size(), 3);
+  EXPECT_EQ(resp.ancestors(0).id(), t.district.id());
+}
+
+TEST_F(RegistryApiTest, Auth_MissingForgedAndExpiredTokensAreUnauthenticated) {
+  Tree t = MakeTree();
+  v1::Org out;
+  EXPECT_EQ(Get(t.city.id(), &out, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Get(t.city.id(), &out, "not-a-jwt").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  const std::string forged =
+      Token({"admin"}, std::nullopt, absl::Hours(1), "another-secret-of-at-least-32-bytes!!");
+  EXPECT_EQ(Get(t.city.id(), &out, forged).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  const std::string expired = Token({"admin"}, std::nullopt, absl::Hours(1), std::string(kSecret),
+                                    absl::Now() - absl::Hours(2));
+  EXPECT_EQ(Get(t.city.id(), &out, expired).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(RegistryApiTest, Auth_RolesGateReadsAndWrites) {
+  Tree t = MakeTree();
+  const std::string reader = Token({"registry.read"}, std::nullopt);
+  const std::string nobody = Token({"membership.read"}, std::nullopt);
+  v1::Org out;
+  EXPECT_TRUE(Get(t.city.id(), &out, reader).ok());
+  EXPECT_EQ(Get(t.city.id(), &out, nobody).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  v1::Org patch = t.branch;
+  patch.set_name("读者不能改");
+  EXPECT_EQ(Update(patch, {"name"}, &out, reader).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  const std::string writer = Token({"registry.write"}, std::nullopt);
+  EXPECT_TRUE(Get(t.city.id(), &out, writer).ok()) << "writers may read";
+}
+
+TEST_F(RegistryApiTest, Auth_OutOfScopeIsPermissionDeniedAndRevealsNothing) {
+  Tree t = MakeTree();
+  v1::Org other = Create(t.city.id(), v1::ORG_KIND_COMMITTEE, "秦淮区委");
+  const std::string scoped = Token({"registry.write"}, t.district.id());
+  v1::Org out;
+  EXPECT_TRUE(Get(t.group.id(), &out, scoped).ok());
+  EXPECT_TRUE(Get(t.district.id(), &out, scoped).ok());
+  grpc::Status outside = Get(other.id(), &out, scoped);
+  grpc::Status missing = Get(424242, &out, scoped);
+  EXPECT_EQ(outside.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::PERMISSION_DENIED)
+      << "a missing org must look the same as one outside the scope";
+  EXPECT_EQ(Get(t.city.id(), &out, scoped).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // Writes: not under an org outside the scope, not as a root, not moving out of the scope.
+  v1::CreateOrgRequest create;
+  create.set_request_id("scoped-create");
+  *create.mutable_org() = MakeOrg(other.id(), v1::ORG_KIND_BRANCH, "越权支部");
+  EXPECT_EQ(stub_->CreateOrg(Ctx(scoped).get(), create, &out).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  create.mutable_org()->set_parent_id(0);
+  create.mutable_org()->set_kind(v1::ORG_KIND_COMMITTEE);
+  EXPECT_EQ(stub_->CreateOrg(Ctx(scoped).get(), create, &out).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  create.mutable_org()->set_parent_id(t.general.id());
+  create.mutable_org()->set_kind(v1::ORG_KIND_BRANCH);
+  EXPECT_TRUE(stub_->CreateOrg(Ctx(scoped).get(), create, &out).ok());
+  v1::MoveOrgRequest move;
+  move.set_id(t.general.id());
+  move.set_new_parent_id(other.id());
+  EXPECT_EQ(stub_->MoveOrg(Ctx(scoped).get(), move, &out).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // Lists default to the top of the scope and refuse roots outside it.
+  v1::ListOrgsResponse page;
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(scoped).get(), v1::ListOrgsRequest(), &page).ok());
+  EXPECT_EQ(page.orgs(0).id(), t.district.id());
+  for (const v1::Org& o : page.orgs()) EXPECT_NE(o.id(), other.id());
+  v1::ListOrgsRequest list;
+  list.set_root_id(other.id());
+  EXPECT_EQ(stub_->ListOrgs(Ctx(scoped).get(), list, &page).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::BatchGetOrgsRequest batch;
+  batch.add_ids(t.group.id());
+  batch.add_ids(other.id());
+  v1::BatchGetOrgsResponse batch_resp;
+  EXPECT_EQ(stub_->BatchGetOrgs(Ctx(scoped).get(), batch, &batch_resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(RegistryApiTest, ReadAfterWrite_GetSeesEveryUpdateAtOnce) {
+  Tree t = MakeTree();
+  v1::Org current = t.branch;
+  for (int i = 0; i < 20; ++i) {
+    v1::Org before;
+    ASSERT_TRUE(Get(t.branch.id(), &before, admin_).ok());  // fills the cache
+    current.set_name(absl::StrCat("第", i, "次"));
+    ASSERT_TRUE(Update(current, {"name"}, &current).ok());
+    v1::Org after;
+    ASSERT_TRUE(Get(t.branch.id(), &after, admin_).ok());
+    ASSERT_EQ(after.name(), current.name());
+    ASSERT_EQ(after.etag(), current.etag());
+  }
+}
+
+}  // namespace
+}  // namespace dangjian::registry
