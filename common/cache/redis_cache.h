@@ -43,15 +43,16 @@ class RedisCache final : public Cache {
   void RaiseCounter(absl::string_view key, int64_t value, bool after_write) override;
 
   CircuitBreaker::State breaker_state() const { return breaker_.state(); }
-  // Write-side operations waiting to be replayed.
+  // Write-side operations waiting to be replayed. A pending "flush the prefix" (after the queue
+  // overflowed) and each timed-out connection still to be killed (a fence) count as one each.
   size_t pending() const;
 
  private:
   struct Pending;  // a remembered write-side operation
-  // Implementation-defined private members follow in redis_cache.cc's needs.
-  class Impl;
-  std::unique_ptr<Impl> impl_;
+  class Impl;      // the pool, the pending queue and the hiredis calls (keeps hiredis out of here)
+  // Declared before impl_, which holds a reference to it.
   CircuitBreaker breaker_;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace dangjian::cache
