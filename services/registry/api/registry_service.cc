@@ -698,6 +698,7 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
         service_.repo_.ChangesSince(cursor_, kFeedBatch, ReadContext{});
     const v1::OrgChange* first = nullptr;
     int64_t wait_from = -1;
+    uint64_t wait_seq = 0;
     {
       absl::MutexLock lock(&mu_);
       if (cancelled_) {
@@ -723,6 +724,7 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
       } else {
         waiting_ = true;
         wait_from = cursor_;
+        wait_seq = ++wait_seq_;
       }
     }
     if (first != nullptr) {
@@ -743,8 +745,10 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
       }
     });
     absl::MutexLock lock(&mu_);
+    // The wake may already have run (and a later fetch be waiting under another handle).
+    if (!waiting_ || wait_seq_ != wait_seq) return;
     wait_handle_ = handle;
-    if (cancelled_ && waiting_ && service_.notifier_.Cancel(handle)) {
+    if (cancelled_ && service_.notifier_.Cancel(handle)) {
       waiting_ = false;
       FinishLocked(grpc::Status::CANCELLED);
     }
@@ -760,6 +764,7 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool waiting_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t wait_handle_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t wait_seq_ ABSL_GUARDED_BY(mu_) = 0;  // which wait wait_handle_ belongs to
 };
 
 grpc::ServerWriteReactor<v1::OrgChange>* OrgRegistryService::WatchOrgChanges(
