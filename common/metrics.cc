@@ -1,0 +1,108 @@
+#include "common/metrics.h"
+
+#include <exception>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace dangjian::metrics {
+namespace {
+
+// Each family is built by one function, so a second DbMetrics/CacheMetrics on the same registry
+// (two pools, say) merges into the same families: the registry's default InsertBehavior::Merge
+// returns the existing family when name and constant labels match.
+prometheus::Family<prometheus::Gauge>& PoolConnections(prometheus::Registry& registry) {
+  return prometheus::BuildGauge()
+      .Name("dj_db_pool_connections")
+      .Help("PostgreSQL connections held by the pool, by state (total, in_use).")
+      .Register(registry);
+}
+
+prometheus::Family<prometheus::Histogram>& AcquireSeconds(prometheus::Registry& registry) {
+  return prometheus::BuildHistogram()
+      .Name("dj_db_pool_acquire_seconds")
+      .Help("Time spent waiting for a pooled PostgreSQL connection.")
+      .Register(registry);
+}
+
+prometheus::Family<prometheus::Counter>& CacheRequests(prometheus::Registry& registry) {
+  return prometheus::BuildCounter()
+      .Name("dj_cache_requests_total")
+      .Help("Cache lookups by result (hit, miss, error, skipped while the breaker is open).")
+      .Register(registry);
+}
+
+}  // namespace
+
+const std::vector<double>& LatencyBuckets() {
+  // Roughly 1-2.5-5 steps: fine below 10 ms where cached reads land, coarse up to the 10 s that
+  // the longest deadlines allow.
+  static const std::vector<double>* const kBuckets = new std::vector<double>{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+  return *kBuckets;
+}
+
+DbMetrics::DbMetrics(prometheus::Registry& registry)
+    : pool_size(PoolConnections(registry).Add({{"state", "total"}})),
+      pool_in_use(PoolConnections(registry).Add({{"state", "in_use"}})),
+      acquire_seconds_family(AcquireSeconds(registry)),
+      acquire_seconds(acquire_seconds_family.Add({}, LatencyBuckets())),
+      acquire_timeouts(prometheus::BuildCounter()
+                           .Name("dj_db_pool_acquire_timeouts_total")
+                           .Help("Connection acquisitions that gave up at their deadline.")
+                           .Register(registry)
+                           .Add({})),
+      query_seconds(prometheus::BuildHistogram()
+                        .Name("dj_db_query_duration_seconds")
+                        .Help("Duration of one transaction of a named unit of work.")
+                        .Register(registry)),
+      errors(prometheus::BuildCounter()
+                 .Name("dj_db_errors_total")
+                 .Help("PostgreSQL errors by kind (serialization, connection, timeout, "
+                       "constraint, other).")
+                 .Register(registry)),
+      retries(prometheus::BuildCounter()
+                  .Name("dj_db_retries_total")
+                  .Help("Transactions retried after a serialization failure or deadlock.")
+                  .Register(registry)
+                  .Add({})) {}
+
+CacheMetrics::CacheMetrics(prometheus::Registry& registry)
+    : requests(CacheRequests(registry)),
+      hits(requests.Add({{"result", "hit"}})),
+      misses(requests.Add({{"result", "miss"}})),
+      errors(requests.Add({{"result", "error"}})),
+      skipped(requests.Add({{"result", "skipped"}})),
+      breaker_open(prometheus::BuildGauge()
+                       .Name("dj_cache_breaker_open")
+                       .Help("1 while the Redis circuit breaker is open, else 0.")
+                       .Register(registry)
+                       .Add({})),
+      breaker_trips(prometheus::BuildCounter()
+                        .Name("dj_cache_breaker_trips_total")
+                        .Help("Times the Redis circuit breaker opened.")
+                        .Register(registry)
+                        .Add({})),
+      command_seconds(prometheus::BuildHistogram()
+                          .Name("dj_cache_command_duration_seconds")
+                          .Help("Duration of one Redis command, including failures.")
+                          .Register(registry)
+                          .Add({}, LatencyBuckets())) {}
+
+absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(
+    const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
+  if (registry == nullptr) return absl::InvalidArgumentError("metrics registry is null");
+  std::unique_ptr<prometheus::Exposer> exposer;
+  // civetweb reports a bind failure by throwing from the constructor; it must not escape.
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
+  }
+  exposer->RegisterCollectable(registry);
+  return exposer;
+}
+
+}  // namespace dangjian::metrics

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include <prometheus/registry.h>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 
@@ -58,14 +60,24 @@ class ServiceHost {
  private:
   ServiceHost() = default;
   void ReadinessLoop();
+  // Runs ready_ (an exception counts as not ready) and publishes the result unless draining.
+  void CheckReadiness();
+  // Sets "" and every entry of service_names_ to SERVING or NOT_SERVING.
+  void SetHealthLocked(bool serving) ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mu_);
 
   ServerOptions options_;
   std::unique_ptr<grpc::Server> server_;
+  // Full names of the registered application services ("dangjian.registry.v1.OrgRegistry"), as
+  // gRPC itself recorded them when BuildAndStart registered the services; grpc.* services (health,
+  // reflection) are left out.
   std::vector<std::string> service_names_;
   std::function<bool()> ready_;
   int port_ = 0;
   std::atomic<bool> serving_{false};
   std::atomic<bool> draining_{false};
+  // Orders health updates: once Shutdown() has set NOT_SERVING under it, a readiness check that
+  // was already running cannot publish SERVING again.
+  absl::Mutex health_mu_;
   absl::Notification stop_;
   std::thread readiness_thread_;
   std::once_flag shutdown_once_;

@@ -1,0 +1,688 @@
+// ServiceHost (common/server.h) end to end on loopback: health follows readiness and draining,
+// reflection lists the services, calls are counted and logged with a request id, TLS is enforced
+// off loopback and works on it, and Shutdown drains in-flight calls before it returns.
+//
+// The client side of grpc.health.v1 and grpc.reflection.v1alpha is spoken through the generic
+// stub with hand-encoded messages: Debian ships neither proto nor a client helper for them.
+#include "common/server.h"
+
+#include <gmock/gmock.h>
+#include <google/protobuf/unknown_field_set.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <prometheus/registry.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/testing/harness.h"
+#include "dangjian/registry/v1/registry.grpc.pb.h"
+
+namespace dangjian {
+namespace {
+
+using registry::v1::GetOrgRequest;
+using registry::v1::Org;
+using registry::v1::OrgRegistry;
+using ::testing::Contains;
+using ::testing::MatchesRegex;
+
+constexpr char kRegistryService[] = "dangjian.registry.v1.OrgRegistry";
+constexpr int64_t kSlowOrgId = 99;
+// grpc.health.v1.HealthCheckResponse.ServingStatus
+constexpr uint64_t kServing = 1;
+constexpr uint64_t kNotServing = 2;
+
+// GetOrg answers at once, except for kSlowOrgId, which waits until ReleaseSlow() (or until the
+// call is cancelled). Records the request id each handler saw.
+class TestRegistry final : public OrgRegistry::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* GetOrg(grpc::CallbackServerContext* context,
+                                   const GetOrgRequest* request, Org* response) override {
+    {
+      absl::MutexLock lock(&mu_);
+      seen_request_ids_.push_back(RequestIdOf(*context));
+    }
+    if (request->id() != kSlowOrgId) {
+      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+      response->set_id(request->id());
+      reactor->Finish(grpc::Status::OK);
+      return reactor;
+    }
+    response->set_id(kSlowOrgId);
+    auto* reactor = new SlowReactor(this);
+    absl::MutexLock lock(&mu_);
+    slow_ = reactor;
+    return reactor;
+  }
+
+  bool slow_call_pending() const {
+    absl::MutexLock lock(&mu_);
+    return slow_ != nullptr;
+  }
+  void ReleaseSlow() {
+    absl::MutexLock lock(&mu_);
+    if (slow_ != nullptr) slow_->FinishOnce(grpc::Status::OK);
+  }
+  std::vector<std::string> seen_request_ids() const {
+    absl::MutexLock lock(&mu_);
+    return seen_request_ids_;
+  }
+
+ private:
+  class SlowReactor final : public grpc::ServerUnaryReactor {
+   public:
+    explicit SlowReactor(TestRegistry* owner) : owner_(owner) {}
+    void FinishOnce(const grpc::Status& status) {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+      Finish(status);
+    }
+    void OnCancel() override { FinishOnce(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled")); }
+    void OnDone() override {
+      {
+        absl::MutexLock lock(&owner_->mu_);
+        if (owner_->slow_ == this) owner_->slow_ = nullptr;
+      }
+      delete this;
+    }
+
+   private:
+    TestRegistry* const owner_;
+    absl::Mutex mu_;
+    bool finished_ = false;
+  };
+
+  mutable absl::Mutex mu_;
+  SlowReactor* slow_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::vector<std::string> seen_request_ids_ ABSL_GUARDED_BY(mu_);
+};
+
+// A call through the generic stub, driven synchronously on its own completion queue; used for
+// the health and reflection services, whose stubs are not shipped.
+class RawCall {
+ public:
+  RawCall(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+          absl::Duration timeout = absl::Seconds(10))
+      : stub_(channel) {
+    context_.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    call_ = stub_.PrepareCall(&context_, method, &cq_);
+    call_->StartCall(this);
+    Await();
+  }
+  ~RawCall() {
+    if (!finished_) {
+      context_.TryCancel();
+      Finish();
+    }
+    cq_.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+
+  bool Write(const std::string& bytes) {
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer buffer(&slice, 1);
+    call_->Write(buffer, this);
+    return Await();
+  }
+  bool WritesDone() {
+    call_->WritesDone(this);
+    return Await();
+  }
+  std::optional<std::string> Read() {
+    grpc::ByteBuffer buffer;
+    call_->Read(&buffer, this);
+    if (!Await()) return std::nullopt;
+    std::vector<grpc::Slice> slices;
+    if (!buffer.Dump(&slices).ok()) return std::nullopt;
+    std::string out;
+    for (const grpc::Slice& s : slices) {
+      out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+    return out;
+  }
+  grpc::Status Finish() {
+    grpc::Status status;
+    call_->Finish(&status, this);
+    Await();
+    finished_ = true;
+    return status;
+  }
+  void Cancel() { context_.TryCancel(); }
+
+ private:
+  bool Await() {
+    void* tag = nullptr;
+    bool ok = false;
+    if (!cq_.Next(&tag, &ok)) return false;
+    return ok;
+  }
+
+  grpc::GenericStub stub_;
+  grpc::CompletionQueue cq_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
+  bool finished_ = false;
+};
+
+// Protobuf wire encoding of a string field; enough for the two request messages we send.
+std::string StringField(int number, const std::string& value) {
+  std::string out;
+  uint64_t key = (static_cast<uint64_t>(number) << 3) | 2;
+  for (uint64_t v : {key, static_cast<uint64_t>(value.size())}) {
+    while (v >= 0x80) {
+      out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+  }
+  return out + value;
+}
+
+std::optional<uint64_t> VarintField(const std::string& message, int number) {
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromString(message)) return std::nullopt;
+  for (int i = 0; i < fields.field_count(); ++i) {
+    const auto& field = fields.field(i);
+    if (field.number() == number && field.type() == google::protobuf::UnknownField::TYPE_VARINT) {
+      return field.varint();
+    }
+  }
+  return 0;  // proto3 leaves zero values out
+}
+
+std::vector<std::string> BytesFields(const std::string& message, int number) {
+  std::vector<std::string> out;
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromString(message)) return out;
+  for (int i = 0; i < fields.field_count(); ++i) {
+    const auto& field = fields.field(i);
+    if (field.number() == number &&
+        field.type() == google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) {
+      out.push_back(field.length_delimited());
+    }
+  }
+  return out;
+}
+
+// grpc.health.v1.Health/Check: the status, or nullopt if the call failed.
+std::optional<uint64_t> HealthOf(const std::shared_ptr<grpc::Channel>& channel,
+                                 const std::string& service) {
+  RawCall call(channel, "/grpc.health.v1.Health/Check");
+  if (!call.Write(StringField(1, service)) || !call.WritesDone()) return std::nullopt;
+  std::optional<std::string> response = call.Read();
+  if (!call.Finish().ok() || !response.has_value()) return std::nullopt;
+  return VarintField(*response, 1);
+}
+
+// Every service name server reflection lists.
+std::vector<std::string> ReflectedServices(const std::shared_ptr<grpc::Channel>& channel) {
+  std::vector<std::string> names;
+  RawCall call(channel, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
+  // ServerReflectionRequest{list_services: ""} (field 7).
+  if (!call.Write(StringField(7, "")) || !call.WritesDone()) return names;
+  std::optional<std::string> response = call.Read();
+  call.Finish();
+  if (!response.has_value()) return names;
+  // ServerReflectionResponse.list_services_response (6) -> ListServiceResponse.service (1)
+  // -> ServiceResponse.name (1).
+  for (const std::string& list : BytesFields(*response, 6)) {
+    for (const std::string& service : BytesFields(list, 1)) {
+      for (const std::string& name : BytesFields(service, 1)) names.push_back(name);
+    }
+  }
+  return names;
+}
+
+std::optional<double> CounterValue(const prometheus::Registry& registry, const std::string& name,
+                                   const std::string& method, const std::string& code) {
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const prometheus::ClientMetric& metric : family.metric) {
+      bool method_matches = false;
+      bool code_matches = code.empty();
+      for (const auto& label : metric.label) {
+        if (label.name == "grpc_method" && label.value == method) method_matches = true;
+        if (label.name == "grpc_code" && label.value == code) code_matches = true;
+      }
+      if (method_matches && code_matches) return metric.counter.value;
+    }
+  }
+  return std::nullopt;
+}
+
+class ServiceHostTest : public ::testing::Test {
+ protected:
+  ServerOptions Options() const {
+    ServerOptions options;
+    options.service_name = "test";
+    options.address = "127.0.0.1:0";
+    options.readiness_interval = absl::Milliseconds(20);
+    options.shutdown_grace = absl::Seconds(30);
+    return options;
+  }
+
+  void StartHost(const ServerOptions& options) {
+    auto host =
+        ServiceHost::Start(options, {&service_}, registry_, [this] { return ready_.load(); });
+    ASSERT_TRUE(host.ok()) << host.status();
+    host_ = *std::move(host);
+    ASSERT_GT(host_->port(), 0);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(host_->port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = OrgRegistry::NewStub(channel_);
+  }
+
+  grpc::Status GetOrg(int64_t id, grpc::ClientContext& context,
+                      absl::Duration timeout = absl::Seconds(10)) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    GetOrgRequest request;
+    request.set_id(id);
+    Org org;
+    return stub_->GetOrg(&context, request, &org);
+  }
+
+  static std::string TrailerRequestId(const grpc::ClientContext& context) {
+    const auto& trailers = context.GetServerTrailingMetadata();
+    auto it = trailers.find("x-request-id");
+    if (it == trailers.end()) return "";
+    return std::string(it->second.data(), it->second.size());
+  }
+
+  TestRegistry service_;
+  prometheus::Registry registry_;
+  std::atomic<bool> ready_{true};
+  std::unique_ptr<ServiceHost> host_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<OrgRegistry::Stub> stub_;
+};
+
+TEST(IsLoopbackAddressTest, AcceptsLoopbackForms) {
+  for (const char* address :
+       {"127.0.0.1:50051", "127.3.4.5:1", "[::1]:50051", "localhost:0", "LOCALHOST:8080",
+        "127.0.0.1", "[::1]", "::1", "[::ffff:127.0.0.1]:80", "ipv4:127.0.0.1:9"}) {
+    EXPECT_TRUE(IsLoopbackAddress(address)) << address;
+  }
+}
+
+TEST(IsLoopbackAddressTest, RejectsEverythingElse) {
+  for (const char* address : {"0.0.0.0:50051", "[::]:50051", "10.0.0.1:50051", "128.0.0.1:1",
+                              "localhost.example.com:1", "127.0.0.1.nip.io:80", "127.0.0.1:port",
+                              "127.0.0.1:", "[::1", "", "unix:/tmp/sock", "[::2]:80", "::"}) {
+    EXPECT_FALSE(IsLoopbackAddress(address)) << address;
+  }
+}
+
+TEST_F(ServiceHostTest, Start_RefusesPlaintextOffLoopback) {
+  for (const char* address : {"0.0.0.0:0", "[::]:0", "10.1.2.3:50051"}) {
+    ServerOptions options = Options();
+    options.address = address;
+    auto host = ServiceHost::Start(options, {&service_}, registry_, [] { return true; });
+    ASSERT_FALSE(host.ok()) << address;
+    EXPECT_EQ(host.status().code(), absl::StatusCode::kFailedPrecondition) << address;
+    EXPECT_TRUE(absl::StrContains(host.status().message(), "TLS")) << host.status();
+  }
+}
+
+TEST_F(ServiceHostTest, Start_RefusesCertificateWithoutKey) {
+  ServerOptions options = Options();
+  options.tls_cert_file = "/nonexistent/cert.pem";
+  auto host = ServiceHost::Start(options, {&service_}, registry_, [] { return true; });
+  ASSERT_FALSE(host.ok());
+  EXPECT_EQ(host.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServiceHostTest, Start_RefusesUnreadableCertificate) {
+  ServerOptions options = Options();
+  options.tls_cert_file = "/nonexistent/cert.pem";
+  options.tls_key_file = "/nonexistent/key.pem";
+  auto host = ServiceHost::Start(options, {&service_}, registry_, [] { return true; });
+  ASSERT_FALSE(host.ok());
+  EXPECT_EQ(host.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(host.status().message(), "tls_cert_file")) << host.status();
+}
+
+TEST_F(ServiceHostTest, Start_FailsWhenThePortIsTaken) {
+  StartHost(Options());
+  ServerOptions options = Options();
+  options.address = "127.0.0.1:" + std::to_string(host_->port());
+  TestRegistry other_service;
+  auto second = ServiceHost::Start(options, {&other_service}, registry_, [] { return true; });
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(second.status().message(), options.address)) << second.status();
+}
+
+TEST_F(ServiceHostTest, Health_ServingWhileReadyAndNotServingWhenReadinessFails) {
+  StartHost(Options());
+  EXPECT_EQ(HealthOf(channel_, ""), kServing);
+  EXPECT_EQ(HealthOf(channel_, kRegistryService), kServing);
+  EXPECT_TRUE(host_->serving());
+
+  ready_ = false;
+  EXPECT_TRUE(
+      testing::PollUntil([&] { return HealthOf(channel_, "") == kNotServing; }, absl::Seconds(10)));
+  EXPECT_EQ(HealthOf(channel_, kRegistryService), kNotServing);
+  EXPECT_FALSE(host_->serving());
+
+  ready_ = true;
+  EXPECT_TRUE(testing::PollUntil([&] { return HealthOf(channel_, kRegistryService) == kServing; },
+                                 absl::Seconds(10)));
+}
+
+TEST_F(ServiceHostTest, Health_NotServingFromTheStartWhenNotReady) {
+  ready_ = false;
+  StartHost(Options());
+  // No polling: Start must not return while the default health service still says SERVING.
+  EXPECT_EQ(HealthOf(channel_, ""), kNotServing);
+  EXPECT_EQ(HealthOf(channel_, kRegistryService), kNotServing);
+  EXPECT_FALSE(host_->serving());
+}
+
+TEST_F(ServiceHostTest, Health_UnknownServiceIsNotFound) {
+  StartHost(Options());
+  RawCall call(channel_, "/grpc.health.v1.Health/Check");
+  ASSERT_TRUE(call.Write(StringField(1, "no.such.Service")));
+  ASSERT_TRUE(call.WritesDone());
+  call.Read();
+  EXPECT_EQ(call.Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServiceHostTest, Reflection_ListsRegisteredServices) {
+  StartHost(Options());
+  const std::vector<std::string> names = ReflectedServices(channel_);
+  EXPECT_THAT(names, Contains(kRegistryService));
+  EXPECT_THAT(names, Contains("grpc.health.v1.Health"));
+}
+
+TEST_F(ServiceHostTest, Metrics_CountCallsByMethodAndCode) {
+  StartHost(Options());
+  for (int64_t id : {1, 2}) {
+    grpc::ClientContext context;
+    ASSERT_TRUE(GetOrg(id, context).ok());
+  }
+  EXPECT_EQ(CounterValue(registry_, "grpc_server_started_total", "GetOrg", ""), 2.0);
+  EXPECT_EQ(CounterValue(registry_, "grpc_server_handled_total", "GetOrg", "OK"), 2.0);
+}
+
+TEST_F(ServiceHostTest, RequestId_GeneratedWhenAbsentAndEchoedInTrailer) {
+  StartHost(Options());
+  grpc::ClientContext first;
+  ASSERT_TRUE(GetOrg(1, first).ok());
+  grpc::ClientContext second;
+  ASSERT_TRUE(GetOrg(2, second).ok());
+
+  const std::string first_id = TrailerRequestId(first);
+  EXPECT_THAT(first_id, MatchesRegex("[0-9a-f]{32}"));
+  EXPECT_NE(first_id, TrailerRequestId(second));
+  // The handler saw the same id through RequestIdOf.
+  EXPECT_EQ(service_.seen_request_ids(),
+            (std::vector<std::string>{first_id, TrailerRequestId(second)}));
+}
+
+TEST_F(ServiceHostTest, RequestId_ClientIdIsKeptAndEchoed) {
+  StartHost(Options());
+  grpc::ClientContext context;
+  context.AddMetadata("x-request-id", "import-2024-07-01.row-17");
+  ASSERT_TRUE(GetOrg(1, context).ok());
+  EXPECT_EQ(TrailerRequestId(context), "import-2024-07-01.row-17");
+  EXPECT_EQ(service_.seen_request_ids(), std::vector<std::string>{"import-2024-07-01.row-17"});
+}
+
+TEST_F(ServiceHostTest, RequestId_OverlongClientIdIsReplaced) {
+  StartHost(Options());
+  grpc::ClientContext context;
+  context.AddMetadata("x-request-id", std::string(500, 'a'));
+  ASSERT_TRUE(GetOrg(1, context).ok());
+  const std::string id = TrailerRequestId(context);
+  EXPECT_THAT(id, MatchesRegex("[0-9a-f]{32}"));
+  EXPECT_EQ(service_.seen_request_ids(), std::vector<std::string>{id});
+}
+
+TEST_F(ServiceHostTest, Logging_WritesOneJsonLinePerCall) {
+  StartHost(Options());
+  grpc::ClientContext context;
+  context.AddMetadata("x-request-id", "log-line-test-1");
+  ::testing::internal::CaptureStderr();
+  const grpc::Status status = GetOrg(1, context);
+  const std::string captured = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(status.ok());
+
+  std::vector<nlohmann::json> lines;
+  for (absl::string_view line : absl::StrSplit(captured, '\n')) {
+    if (!absl::StrContains(line, "log-line-test-1")) continue;
+    lines.push_back(nlohmann::json::parse(line.begin(), line.end()));
+  }
+  ASSERT_EQ(lines.size(), 1u) << captured;
+  const nlohmann::json& line = lines[0];
+  EXPECT_EQ(line["method"], "/dangjian.registry.v1.OrgRegistry/GetOrg");
+  EXPECT_EQ(line["request_id"], "log-line-test-1");
+  EXPECT_EQ(line["code"], "OK");
+  EXPECT_TRUE(line["duration_ms"].is_number());
+  EXPECT_THAT(line["peer"].get<std::string>(), ::testing::HasSubstr("127.0.0.1"));
+}
+
+TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
+  StartHost(Options());
+  // A health watcher sees the drain begin.
+  RawCall watch(channel_, "/grpc.health.v1.Health/Watch", absl::Seconds(30));
+  ASSERT_TRUE(watch.Write(StringField(1, "")));
+  ASSERT_TRUE(watch.WritesDone());
+  std::optional<std::string> first = watch.Read();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_EQ(VarintField(*first, 1), kServing);
+
+  // A slow call is in flight when Shutdown starts.
+  grpc::ClientContext slow_context;
+  slow_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  GetOrgRequest request;
+  request.set_id(kSlowOrgId);
+  Org slow_response;
+  grpc::Status slow_status;
+  absl::Notification slow_done;
+  stub_->async()->GetOrg(&slow_context, &request, &slow_response, [&](grpc::Status s) {
+    slow_status = std::move(s);
+    slow_done.Notify();
+  });
+  ASSERT_TRUE(testing::PollUntil([&] { return service_.slow_call_pending(); }, absl::Seconds(10)));
+
+  absl::Notification shutdown_done;
+  std::thread shutdown([&] {
+    host_->Shutdown();
+    shutdown_done.Notify();
+  });
+
+  std::optional<std::string> next = watch.Read();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(VarintField(*next, 1), kNotServing);
+  EXPECT_FALSE(host_->serving());
+  // The slow call still holds the drain open.
+  EXPECT_FALSE(shutdown_done.HasBeenNotified());
+  EXPECT_FALSE(slow_done.HasBeenNotified());
+
+  watch.Cancel();
+  watch.Finish();
+  service_.ReleaseSlow();
+  EXPECT_TRUE(slow_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(slow_status.ok()) << slow_status.error_message();
+  EXPECT_EQ(slow_response.id(), kSlowOrgId);
+  EXPECT_TRUE(shutdown_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  shutdown.join();
+
+  // Nothing is accepted any more.
+  grpc::ClientContext after;
+  EXPECT_FALSE(GetOrg(1, after, absl::Seconds(2)).ok());
+}
+
+TEST_F(ServiceHostTest, Shutdown_CancelsWhatOutlivesTheGrace) {
+  ServerOptions options = Options();
+  options.shutdown_grace = absl::Milliseconds(200);
+  StartHost(options);
+
+  grpc::ClientContext slow_context;
+  slow_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  GetOrgRequest request;
+  request.set_id(kSlowOrgId);
+  Org slow_response;
+  grpc::Status slow_status;
+  absl::Notification slow_done;
+  stub_->async()->GetOrg(&slow_context, &request, &slow_response, [&](grpc::Status s) {
+    slow_status = std::move(s);
+    slow_done.Notify();
+  });
+  ASSERT_TRUE(testing::PollUntil([&] { return service_.slow_call_pending(); }, absl::Seconds(10)));
+
+  const absl::Time begin = absl::Now();
+  host_->Shutdown();  // never released: returns only because the grace ran out
+  EXPECT_LT(absl::Now() - begin, absl::Seconds(10));
+  EXPECT_TRUE(slow_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_FALSE(slow_status.ok());
+  host_->Shutdown();  // a second call returns at once
+}
+
+// A self-signed P-256 certificate for localhost and 127.0.0.1, written to files.
+class TlsFiles {
+ public:
+  TlsFiles() {
+    std::string dir_template = ::testing::TempDir() + "dj_tls_XXXXXX";
+    char* dir = mkdtemp(dir_template.data());
+    if (dir == nullptr) return;
+    dir_ = dir;
+    EVP_PKEY* key = EVP_EC_gen("P-256");
+    X509* cert = X509_new();
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+    X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+    X509_set_pubkey(cert, key);
+    X509_NAME* name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
+    X509_set_issuer_name(cert, name);
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
+    X509_EXTENSION* san =
+        X509V3_EXT_conf_nid(nullptr, &ctx, NID_subject_alt_name, "DNS:localhost,IP:127.0.0.1");
+    X509_add_ext(cert, san, -1);
+    X509_EXTENSION_free(san);
+    X509_sign(cert, key, EVP_sha256());
+
+    BIO* cert_bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(cert_bio, cert);
+    cert_pem_ = BioText(cert_bio);
+    BIO* key_bio = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(key_bio, key, nullptr, nullptr, 0, nullptr, nullptr);
+    key_pem_ = BioText(key_bio);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+
+    std::ofstream(cert_file()) << cert_pem_;
+    std::ofstream(key_file()) << key_pem_;
+  }
+  ~TlsFiles() {
+    if (dir_.empty()) return;
+    std::remove(cert_file().c_str());
+    std::remove(key_file().c_str());
+    rmdir(dir_.c_str());
+  }
+
+  bool ok() const { return !dir_.empty() && !cert_pem_.empty() && !key_pem_.empty(); }
+  std::string cert_file() const { return dir_ + "/cert.pem"; }
+  std::string key_file() const { return dir_ + "/key.pem"; }
+  const std::string& cert_pem() const { return cert_pem_; }
+  const std::string& key_pem() const { return key_pem_; }
+
+ private:
+  static std::string BioText(BIO* bio) {
+    char* data = nullptr;
+    const long size = BIO_get_mem_data(bio, &data);
+    std::string text(data, static_cast<size_t>(size));
+    BIO_free(bio);
+    return text;
+  }
+
+  std::string dir_;
+  std::string cert_pem_;
+  std::string key_pem_;
+};
+
+TEST_F(ServiceHostTest, Tls_ServesTlsClientsAndRefusesPlaintext) {
+  TlsFiles tls;
+  ASSERT_TRUE(tls.ok());
+  ServerOptions options = Options();
+  options.tls_cert_file = tls.cert_file();
+  options.tls_key_file = tls.key_file();
+  StartHost(options);
+  // An IP target (matched against the IP SAN) keeps the DNS resolver out of the test.
+  const std::string target = "127.0.0.1:" + std::to_string(host_->port());
+
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = tls.cert_pem();
+  auto secure = grpc::CreateChannel(target, grpc::SslCredentials(ssl));
+  EXPECT_EQ(HealthOf(secure, ""), kServing);
+
+  // channel_ (plaintext, set up by StartHost) cannot talk to a TLS listener.
+  EXPECT_EQ(HealthOf(channel_, ""), std::nullopt);
+}
+
+TEST_F(ServiceHostTest, Tls_ClientCaRequiresClientCertificates) {
+  TlsFiles tls;
+  ASSERT_TRUE(tls.ok());
+  ServerOptions options = Options();
+  options.tls_cert_file = tls.cert_file();
+  options.tls_key_file = tls.key_file();
+  options.tls_client_ca_file = tls.cert_file();  // the self-signed certificate is its own CA
+  StartHost(options);
+  // An IP target (matched against the IP SAN) keeps the DNS resolver out of the test.
+  const std::string target = "127.0.0.1:" + std::to_string(host_->port());
+
+  grpc::SslCredentialsOptions with_cert;
+  with_cert.pem_root_certs = tls.cert_pem();
+  with_cert.pem_cert_chain = tls.cert_pem();
+  with_cert.pem_private_key = tls.key_pem();
+  EXPECT_EQ(HealthOf(grpc::CreateChannel(target, grpc::SslCredentials(with_cert)), ""), kServing);
+
+  grpc::SslCredentialsOptions without_cert;
+  without_cert.pem_root_certs = tls.cert_pem();
+  EXPECT_EQ(HealthOf(grpc::CreateChannel(target, grpc::SslCredentials(without_cert)), ""),
+            std::nullopt);
+}
+
+TEST(ShutdownSignalsTest, WaitReturnsTheBlockedSignal) {
+  BlockShutdownSignals();
+  // Aimed at this thread, where the signal is blocked: it stays pending until sigwait takes it.
+  ASSERT_EQ(pthread_kill(pthread_self(), SIGTERM), 0);
+  EXPECT_EQ(WaitForShutdownSignal(), SIGTERM);
+  ASSERT_EQ(pthread_kill(pthread_self(), SIGINT), 0);
+  EXPECT_EQ(WaitForShutdownSignal(), SIGINT);
+}
+
+}  // namespace
+}  // namespace dangjian
