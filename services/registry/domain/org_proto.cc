@@ -1,5 +1,6 @@
 #include "services/registry/domain/org_proto.h"
 
+#include "absl/strings/numbers.h"
 #include "services/registry/domain/rules.h"
 
 namespace dangjian::registry {
@@ -77,7 +78,11 @@ Org FromProto(const v1::Org& proto) {
   // The etag is "<id>-<version>".
   const std::string& etag = proto.etag();
   const size_t dash = etag.find('-');
-  org.version = dash == std::string::npos ? 0 : std::stoll(etag.substr(dash + 1));
+  // A malformed etag (never written by ToProto) reads as version 0 rather than throwing.
+  if (dash == std::string::npos ||
+      !absl::SimpleAtoi(absl::string_view(etag).substr(dash + 1), &org.version)) {
+    org.version = 0;
+  }
   org.revision = proto.revision();
   org.create_time = FromTimestamp(proto.create_time());
   org.update_time = FromTimestamp(proto.update_time());
