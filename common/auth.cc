@@ -153,6 +153,27 @@ TokenVerifier::TokenVerifier(VerifierOptions options, Clock& clock)
     : options_(std::move(options)), clock_(clock) {}
 
 absl::StatusOr<Principal> TokenVerifier::Verify(absl::string_view token) const {
+  const absl::Time now = clock_.Now();
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = verified_.find(token);
+    if (it != verified_.end()) {
+      if (now <= it->second.expires + options_.leeway) return it->second.principal;
+      verified_.erase(it);
+      return Unauthenticated("token expired");
+    }
+  }
+  absl::StatusOr<Verified> verified = VerifyUncached(token);
+  if (!verified.ok()) return verified.status();
+  absl::MutexLock lock(&mu_);
+  // Full: start over rather than track recency; the hot tokens come back within a call each.
+  if (verified_.size() >= kMaxCachedTokens) verified_.clear();
+  verified_.emplace(std::string(token), *verified);
+  return verified->principal;
+}
+
+absl::StatusOr<TokenVerifier::Verified> TokenVerifier::VerifyUncached(
+    absl::string_view token) const {
   if (token.empty()) return Unauthenticated("missing token");
   if (token.size() > kMaxTokenBytes) return Unauthenticated("malformed token: too long");
   // A JWS in compact form has exactly three segments; five would be a JWE, which we do not take.
@@ -268,7 +289,7 @@ absl::StatusOr<Principal> TokenVerifier::Verify(absl::string_view token) const {
   absl::StatusOr<std::optional<int64_t>> org_scope = ParseOrgScope(*scope);
   if (!org_scope.ok()) return org_scope.status();
   principal.org_scope = *org_scope;
-  return principal;
+  return Verified{std::move(principal), *exp};
 }
 
 absl::StatusOr<std::string> MintHs256(const JwtKey& key, const MintOptions& options,

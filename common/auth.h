@@ -12,10 +12,12 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 
@@ -38,27 +40,42 @@ inline constexpr absl::string_view kAdminRole = "admin";
 enum class Algorithm { kHs256, kRs256, kEs256 };
 
 struct JwtKey {
-  std::string kid;  // key id, matched against the token header's `kid` (empty matches a token without one)
+  std::string
+      kid;  // key id, matched against the token header's `kid` (empty matches a token without one)
   Algorithm algorithm = Algorithm::kHs256;
   std::string material;  // the HMAC secret, or a PEM public key (RS256/ES256); never logged
 };
 
 struct VerifierOptions {
-  std::vector<JwtKey> keys;  // several during a rotation
-  std::string issuer;        // required `iss`
-  std::string audience;      // required `aud`
+  std::vector<JwtKey> keys;                   // several during a rotation
+  std::string issuer;                         // required `iss`
+  std::string audience;                       // required `aud`
   absl::Duration leeway = absl::Seconds(30);  // clock skew tolerated on exp/iat
 };
 
+// Verifies tokens. Callers send the same token with every call until it expires, so a verified
+// token is remembered (up to kMaxCachedTokens of them) with its principal and expiry: a repeat
+// costs a hash lookup instead of a signature check and two JSON parses. A remembered token is
+// still refused once expired.
 class TokenVerifier {
  public:
+  static constexpr size_t kMaxCachedTokens = 10000;
+
   TokenVerifier(VerifierOptions options, Clock& clock = RealClock::Get());
   // `token` is the JWT itself (without "Bearer ").
   absl::StatusOr<Principal> Verify(absl::string_view token) const;
 
  private:
+  struct Verified {
+    Principal principal;
+    absl::Time expires;
+  };
+  absl::StatusOr<Verified> VerifyUncached(absl::string_view token) const;
+
   VerifierOptions options_;
   Clock& clock_;
+  mutable absl::Mutex mu_;
+  mutable absl::flat_hash_map<std::string, Verified> verified_ ABSL_GUARDED_BY(mu_);
 };
 
 struct MintOptions {

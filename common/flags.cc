@@ -26,6 +26,9 @@ constexpr absl::string_view kRedacted = "<redacted>";
 
 bool IsSecretName(absl::string_view name) {
   const std::string lower = absl::AsciiStrToLower(name);
+  // A flag naming a file (--jwt_keys_file, --tls_key_file) holds a path, not the secret: an
+  // operator needs to see which file was used.
+  if (absl::EndsWith(lower, "_file")) return false;
   for (absl::string_view word : {"key", "secret", "password", "token"}) {
     if (absl::StrContains(lower, word)) return true;
   }
@@ -140,6 +143,10 @@ bool IsOwnSource(absl::string_view filename) {
   if (absl::EndsWith(kThisFile, kThisPath)) {
     root = kThisFile.substr(0, kThisFile.size() - kThisPath.size());
   }
+  // absl reports a flag's file without the leading '/' ("work/main/services/..."), while
+  // __FILE__ has it: compare both without it.
+  absl::ConsumePrefix(&root, "/");
+  absl::ConsumePrefix(&filename, "/");
   if (!absl::ConsumePrefix(&filename, root)) return false;
   for (absl::string_view dir : {"services/", "common/", "tools/", "bench/"}) {
     if (absl::StartsWith(filename, dir)) return true;

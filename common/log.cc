@@ -61,18 +61,27 @@ void Write(Level level, absl::string_view msg, nlohmann::json fields) {
     if (level < s.min_level) return;
     service = s.service;
   }
-  // Ordered, so every line starts ts, level, service, msg: easy to scan by eye and by grep.
-  nlohmann::ordered_json line = nlohmann::ordered_json::object();
-  line["ts"] = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone());
-  line["level"] = LevelName(level);
-  line["service"] = std::move(service);
-  line["msg"] = std::string(msg);
+  // Every line starts ts, level, service, msg (easy to scan by eye and by grep), then the
+  // caller's fields. Invalid UTF-8 from a caller is replaced rather than thrown on.
+  constexpr auto kReplace = nlohmann::json::error_handler_t::replace;
+  auto dump = [&](const nlohmann::json& value) { return value.dump(-1, ' ', false, kReplace); };
+  std::string text = "{\"ts\":";
+  text += dump(absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()));
+  text += ",\"level\":\"";
+  text += LevelName(level);
+  text += "\",\"service\":";
+  text += dump(service);
+  text += ",\"msg\":";
+  text += dump(std::string(msg));
   if (fields.is_object()) {
-    for (auto& [key, value] : fields.items()) line[key] = nlohmann::ordered_json(std::move(value));
+    for (const auto& [key, value] : fields.items()) {
+      text += ',';
+      text += dump(key);
+      text += ':';
+      text += dump(value);
+    }
   }
-  // Invalid UTF-8 from a caller is replaced rather than thrown on.
-  std::string text = line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  text.push_back('\n');
+  text += "}\n";
   std::lock_guard<std::mutex> lock(s.mu);
   std::fwrite(text.data(), 1, text.size(), stderr);
   std::fflush(stderr);

@@ -142,6 +142,31 @@ TEST_F(AuthTest, Verify_ExpiresWhenTheClockMoves) {
   ExpectRejected(Verify(token), "token expired");
 }
 
+TEST_F(AuthTest, Verify_RememberedTokenStillExpires) {
+  TokenVerifier verifier(Options({HsKey("k1", kSecret)}), clock_);
+  const std::string token = SignHs(GoodClaims());  // exp = now + 1h
+  ASSERT_TRUE(verifier.Verify(token).ok());
+  absl::StatusOr<Principal> again = verifier.Verify(token);  // answered from memory
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->subject, "zhang.san");
+  EXPECT_EQ(again->org_scope, 42);
+  clock_.Advance(absl::Hours(1) + kLeeway - absl::Seconds(1));
+  EXPECT_TRUE(verifier.Verify(token).ok());
+  clock_.Advance(absl::Seconds(2));
+  ExpectRejected(verifier.Verify(token), "token expired");
+  ExpectRejected(verifier.Verify(token), "token expired");
+}
+
+TEST_F(AuthTest, Verify_RememberingAGoodTokenDoesNotAdmitATamperedOne) {
+  TokenVerifier verifier(Options({HsKey("k1", kSecret)}), clock_);
+  const std::string token = SignHs(GoodClaims());
+  ASSERT_TRUE(verifier.Verify(token).ok());
+  std::string tampered = token;
+  char& c = tampered[tampered.size() - 10];  // inside the signature, away from padding bits
+  c = c == 'A' ? 'B' : 'A';
+  ExpectRejected(verifier.Verify(tampered), "invalid signature");
+}
+
 TEST_F(AuthTest, Verify_IatBoundaryUsesLeeway) {
   const int64_t now = absl::ToUnixSeconds(clock_.Now());
   const int64_t leeway = absl::ToInt64Seconds(kLeeway);
