@@ -627,144 +627,181 @@ grpc::ServerReadReactor<v1::ImportOrgsRequest>* OrgRegistryService::ImportOrgs(
 
 // Streams changes after the cursor: fetch a batch on the worker pool, write it change by change,
 // fetch again; when caught up, wait on the ChangeNotifier. Exactly one of fetching, writing and
-// waiting is under way at a time, so the cursor needs no more than the mutex. gRPC operations
-// (StartWrite, Finish) are started outside the mutex.
+// waiting is under way at a time.
+//
+// Lifetime: gRPC deletes the reactor (OnDone) at any moment after Finish(), on its own thread. So
+// everything that worker and notifier threads touch lives in a shared State that they hold a
+// reference to, and the reactor pointer in it is used only under the State's mutex while
+// `finished` is false: whoever finishes sets `finished` under that mutex, and no one touches the
+// reactor afterwards.
 class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v1::OrgChange> {
  public:
   WatchReactor(OrgRegistryService& service, grpc::CallbackServerContext* ctx,
                const v1::WatchOrgChangesRequest* req)
-      : service_(service) {
-    absl::StatusOr<auth::Principal> caller = service_.Authorize(*ctx, kReadRole);
+      : state_(std::make_shared<State>(service, this)) {
+    absl::StatusOr<auth::Principal> caller = service.Authorize(*ctx, kReadRole);
+    absl::MutexLock lock(&state_->mu);
     if (!caller.ok()) {
-      finished_ = true;
-      Finish(ToGrpcStatus(caller.status()));
+      FinishLocked(*state_, ToGrpcStatus(caller.status()));
       return;
     }
     if (req->from_revision() < 0) {
-      finished_ = true;
-      Finish(ToGrpcStatus(InvalidFieldError("from_revision", "must not be negative")));
+      FinishLocked(*state_,
+                   ToGrpcStatus(InvalidFieldError("from_revision", "must not be negative")));
       return;
     }
-    scope_ = caller->org_scope;
-    cursor_ = req->from_revision();
-    absl::MutexLock lock(&mu_);
-    ScheduleFetchLocked();
+    state_->scope = caller->org_scope;
+    state_->cursor = req->from_revision();
+    ScheduleFetchLocked(state_);
   }
 
   void OnWriteDone(bool ok) override {
     const v1::OrgChange* next = nullptr;
     {
-      absl::MutexLock lock(&mu_);
-      if (!ok || cancelled_) {
-        FinishLocked(grpc::Status::CANCELLED);
+      absl::MutexLock lock(&state_->mu);
+      State& s = *state_;
+      if (s.finished) return;
+      if (!ok || s.cancelled) {
+        FinishLocked(s, grpc::Status::CANCELLED);
         return;
       }
-      if (next_ < batch_.size()) {
-        next = &batch_[next_++];
+      if (s.next < s.batch.size()) {
+        next = &s.batch[s.next++];
       } else {
-        ScheduleFetchLocked();
+        ScheduleFetchLocked(state_);
+        return;
       }
     }
-    if (next != nullptr) StartWrite(next);
+    // Outside the mutex, in case gRPC runs the next reaction on this thread. While a write is
+    // under way no other thread finishes the call (only a waiting call is finished from
+    // elsewhere), so the reactor is alive.
+    StartWrite(next);
   }
 
   void OnCancel() override {
-    absl::MutexLock lock(&mu_);
-    cancelled_ = true;
-    if (waiting_ && service_.notifier_.Cancel(wait_handle_)) {
-      waiting_ = false;
-      FinishLocked(grpc::Status::CANCELLED);
+    absl::MutexLock lock(&state_->mu);
+    State& s = *state_;
+    s.cancelled = true;
+    if (s.waiting && s.service.notifier_.Cancel(s.wait_handle)) {
+      s.waiting = false;
+      FinishLocked(s, grpc::Status::CANCELLED);
     }
   }
 
   void OnDone() override { delete this; }
 
  private:
-  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_) return;
-    finished_ = true;
-    Finish(status);
+  struct State {
+    State(OrgRegistryService& service, WatchReactor* reactor)
+        : service(service), reactor(reactor) {}
+    OrgRegistryService& service;
+    absl::Mutex mu;
+    WatchReactor* const reactor;  // only while !finished, under mu
+    std::optional<int64_t> scope;
+    int64_t cursor ABSL_GUARDED_BY(mu) = 0;
+    std::vector<v1::OrgChange> batch ABSL_GUARDED_BY(mu);
+    size_t next ABSL_GUARDED_BY(mu) = 0;
+    bool cancelled ABSL_GUARDED_BY(mu) = false;
+    bool finished ABSL_GUARDED_BY(mu) = false;
+    bool waiting ABSL_GUARDED_BY(mu) = false;
+    uint64_t wait_handle ABSL_GUARDED_BY(mu) = 0;
+    uint64_t wait_seq ABSL_GUARDED_BY(mu) = 0;  // which wait wait_handle belongs to
+  };
+
+  static void FinishLocked(State& s, const grpc::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+    if (s.finished) return;
+    s.finished = true;
+    s.reactor->Finish(status);  // the reactor may be gone once this returns
   }
 
-  void ScheduleFetchLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (!service_.workers_.Submit([this] { Fetch(); })) {
-      FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+  static void ScheduleFetchLocked(const std::shared_ptr<State>& state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(state->mu) {
+    if (!state->service.workers_.Submit([state] { Fetch(state); })) {
+      FinishLocked(*state,
+                   grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                                 "the registry is at capacity; resume from the last revision seen"));
     }
   }
 
-  void Fetch() {
-    absl::StatusOr<std::vector<Change>> changes =
-        service_.repo_.ChangesSince(cursor_, kFeedBatch, ReadContext{});
-    const v1::OrgChange* first = nullptr;
-    int64_t wait_from = -1;
-    uint64_t wait_seq = 0;
+  static void Fetch(const std::shared_ptr<State>& state) {
+    State& s = *state;
+    int64_t from = 0;
     {
-      absl::MutexLock lock(&mu_);
-      if (cancelled_) {
-        FinishLocked(grpc::Status::CANCELLED);
+      absl::MutexLock lock(&s.mu);
+      if (s.finished) return;
+      if (s.cancelled) {
+        FinishLocked(s, grpc::Status::CANCELLED);
+        return;
+      }
+      from = s.cursor;
+    }
+    absl::StatusOr<std::vector<Change>> changes =
+        s.service.repo_.ChangesSince(from, kFeedBatch, ReadContext{});
+    uint64_t wait_seq = 0;
+    const v1::OrgChange* first = nullptr;
+    WatchReactor* reactor = nullptr;
+    {
+      absl::MutexLock lock(&s.mu);
+      if (s.finished) return;
+      if (s.cancelled) {
+        FinishLocked(s, grpc::Status::CANCELLED);
         return;
       }
       if (!changes.ok()) {
-        FinishLocked(ToGrpcStatus(absl::UnavailableError(
-            absl::StrCat("the change feed cannot be read now; resume from revision ", cursor_))));
+        FinishLocked(s, ToGrpcStatus(absl::UnavailableError(absl::StrCat(
+                            "the change feed cannot be read now; resume from revision ", from))));
         return;
       }
-      batch_.clear();
-      next_ = 0;
+      s.batch.clear();
+      s.next = 0;
       for (const Change& c : *changes) {
-        cursor_ = c.revision;
-        if (VisibleTo(c, scope_)) batch_.push_back(ChangeToProto(c));
+        s.cursor = c.revision;
+        if (VisibleTo(c, s.scope)) s.batch.push_back(ChangeToProto(c));
       }
-      if (!batch_.empty()) {
-        first = &batch_[next_++];
+      if (!s.batch.empty()) {
+        first = &s.batch[s.next++];
+        reactor = s.reactor;
       } else if (static_cast<int>(changes->size()) == kFeedBatch) {
-        ScheduleFetchLocked();  // a full batch outside the caller's scope: read on
+        ScheduleFetchLocked(state);  // a full batch outside the caller's scope: read on
         return;
       } else {
-        waiting_ = true;
-        wait_from = cursor_;
-        wait_seq = ++wait_seq_;
+        s.waiting = true;
+        wait_seq = ++s.wait_seq;
+        from = s.cursor;
       }
     }
     if (first != nullptr) {
-      StartWrite(first);
+      reactor->StartWrite(first);  // see OnWriteDone: the call cannot be finished meanwhile
       return;
     }
-    const uint64_t handle = service_.notifier_.WaitBeyond(wait_from, [this](bool stopping) {
-      absl::MutexLock lock(&mu_);
-      waiting_ = false;
+    // Not under the mutex: the notifier may run the wake at once, on this thread.
+    const uint64_t handle = s.service.notifier_.WaitBeyond(from, [state](bool stopping) {
+      absl::MutexLock lock(&state->mu);
+      if (state->finished) return;
+      state->waiting = false;
       if (stopping) {
-        FinishLocked(grpc::Status(
-            grpc::StatusCode::UNAVAILABLE,
-            absl::StrCat("the server is shutting down; resume from revision ", cursor_)));
-      } else if (cancelled_) {
-        FinishLocked(grpc::Status::CANCELLED);
+        FinishLocked(*state, grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                          absl::StrCat("the server is shutting down; resume from "
+                                                       "revision ",
+                                                       state->cursor)));
+      } else if (state->cancelled) {
+        FinishLocked(*state, grpc::Status::CANCELLED);
       } else {
-        ScheduleFetchLocked();
+        ScheduleFetchLocked(state);
       }
     });
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&s.mu);
     // The wake may already have run (and a later fetch be waiting under another handle).
-    if (!waiting_ || wait_seq_ != wait_seq) return;
-    wait_handle_ = handle;
-    if (cancelled_ && service_.notifier_.Cancel(handle)) {
-      waiting_ = false;
-      FinishLocked(grpc::Status::CANCELLED);
+    if (s.finished || !s.waiting || s.wait_seq != wait_seq) return;
+    s.wait_handle = handle;
+    if (s.cancelled && s.service.notifier_.Cancel(handle)) {
+      s.waiting = false;
+      FinishLocked(s, grpc::Status::CANCELLED);
     }
   }
 
-  OrgRegistryService& service_;
-  std::optional<int64_t> scope_;
-  absl::Mutex mu_;
-  int64_t cursor_ ABSL_GUARDED_BY(mu_) = 0;
-  std::vector<v1::OrgChange> batch_ ABSL_GUARDED_BY(mu_);
-  size_t next_ ABSL_GUARDED_BY(mu_) = 0;
-  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool waiting_ ABSL_GUARDED_BY(mu_) = false;
-  uint64_t wait_handle_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t wait_seq_ ABSL_GUARDED_BY(mu_) = 0;  // which wait wait_handle_ belongs to
+  const std::shared_ptr<State> state_;
 };
 
 grpc::ServerWriteReactor<v1::OrgChange>* OrgRegistryService::WatchOrgChanges(
