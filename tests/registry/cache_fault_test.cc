@@ -1,0 +1,358 @@
+// The registry's Redis cache seen over gRPC, against real PostgreSQL and Redis: cache hits,
+// read-after-write after updates and moves, and correct answers while Redis is killed or paused,
+// with no stale value served once it is back.
+#include <google/protobuf/util/message_differencer.h>
+#include <prometheus/metric_family.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/registry/registry_fixture.h"
+
+namespace dangjian::registry {
+namespace {
+
+using ::google::protobuf::util::MessageDifferencer;
+using ::testing::ElementsAreArray;
+
+class CacheFaultTest : public RegistryFixture {
+ protected:
+  void SetUp() override {
+    RegistryFixture::SetUp();
+    StartRegistry();
+  }
+
+  // The shared Redis is always left running and answering for the next test.
+  void TearDown() override {
+    if (paused_) redis_->Resume();
+    paused_ = false;
+    if (!redis_->running()) {
+      absl::Status st = redis_->Restart();
+      EXPECT_TRUE(st.ok()) << st;
+    }
+    RegistryFixture::TearDown();
+  }
+
+  void PauseRedis() {
+    redis_->Pause();
+    paused_ = true;
+  }
+  void ResumeRedis() {
+    redis_->Resume();
+    paused_ = false;
+  }
+
+  // dj_cache_requests_total{result=`result`} of the registry under test.
+  double CacheRequests(const std::string& result) {
+    for (const prometheus::MetricFamily& family : app_->metrics().Collect()) {
+      if (family.name != "dj_cache_requests_total") continue;
+      for (const prometheus::ClientMetric& m : family.metric) {
+        for (const prometheus::ClientMetric::Label& label : m.label) {
+          if (label.name == "result" && label.value == result) return m.counter.value;
+        }
+      }
+    }
+    ADD_FAILURE() << "no dj_cache_requests_total{result=\"" << result << "\"}";
+    return -1;
+  }
+
+  // City > district d1 > sub-district d1a, city > district d2; general under d1 > branch > group.
+  struct Tree {
+    v1::Org city, d1, d1a, d2, general, branch, group;
+  };
+  Tree MakeTree() {
+    Tree t;
+    t.city = Create(0, v1::ORG_KIND_COMMITTEE, "市委", "CITY");
+    t.d1 = Create(t.city.id(), v1::ORG_KIND_COMMITTEE, "甲区委");
+    t.d1a = Create(t.d1.id(), v1::ORG_KIND_COMMITTEE, "甲区街道党工委");
+    t.d2 = Create(t.city.id(), v1::ORG_KIND_COMMITTEE, "乙区委");
+    t.general = Create(t.d1.id(), v1::ORG_KIND_GENERAL_BRANCH, "党总支");
+    t.branch = Create(t.general.id(), v1::ORG_KIND_BRANCH, "支部");
+    t.group = Create(t.branch.id(), v1::ORG_KIND_GROUP, "小组");
+    return t;
+  }
+
+  // Short deadlines: a call that waits on a dead Redis fails the test instead of hanging.
+  grpc::Status GetFast(int64_t id, v1::Org* out) {
+    v1::GetOrgRequest req;
+    req.set_id(id);
+    return stub_->GetOrg(Ctx(admin_, absl::Seconds(3)).get(), req, out);
+  }
+
+  grpc::Status Rename(v1::Org* org, const std::string& name) {
+    v1::UpdateOrgRequest req;
+    *req.mutable_org() = *org;
+    req.mutable_org()->set_name(name);
+    req.mutable_update_mask()->add_paths("name");
+    return stub_->UpdateOrg(Ctx(admin_, absl::Seconds(5)).get(), req, org);
+  }
+
+  grpc::Status Move(v1::Org* org, int64_t new_parent) {
+    v1::MoveOrgRequest req;
+    req.set_id(org->id());
+    req.set_new_parent_id(new_parent);
+    req.set_etag(org->etag());
+    return stub_->MoveOrg(Ctx(admin_, absl::Seconds(5)).get(), req, org);
+  }
+
+  // One ListOrgs page (up to 1000) of the subtree under `root_id`.
+  grpc::Status List(int64_t root_id, std::vector<v1::Org>* out) {
+    v1::ListOrgsRequest req;
+    req.set_root_id(root_id);
+    req.set_page_size(1000);
+    v1::ListOrgsResponse resp;
+    grpc::Status st = stub_->ListOrgs(Ctx(admin_, absl::Seconds(3)).get(), req, &resp);
+    out->assign(resp.orgs().begin(), resp.orgs().end());
+    return st;
+  }
+
+  // The org `id` as ListOrgs(root_id) shows it; fails the test if it is missing.
+  v1::Org Listed(int64_t root_id, int64_t id) {
+    std::vector<v1::Org> orgs;
+    grpc::Status st = List(root_id, &orgs);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    for (const v1::Org& o : orgs) {
+      if (o.id() == id) return o;
+    }
+    ADD_FAILURE() << "org " << id << " is not listed under " << root_id;
+    return v1::Org();
+  }
+
+  v1::Org Batched(int64_t id) {
+    v1::BatchGetOrgsRequest req;
+    req.add_ids(id);
+    v1::BatchGetOrgsResponse resp;
+    grpc::Status st = stub_->BatchGetOrgs(Ctx(admin_, absl::Seconds(3)).get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.orgs_size() == 1 ? resp.orgs(0) : v1::Org();
+  }
+
+  // Reads `id` until a read is served from the cache (the hit counter moves); every read on the
+  // way must show `name`. True if a hit came within the timeout.
+  bool ReadUntilCacheHit(int64_t id, const std::string& name) {
+    return testing::PollUntil(
+        [&] {
+          const double hits = CacheRequests("hit");
+          v1::Org got;
+          grpc::Status st = GetFast(id, &got);
+          EXPECT_TRUE(st.ok()) << st.error_message();
+          EXPECT_EQ(got.name(), name) << "a stale value was served";
+          return CacheRequests("hit") > hits;
+        },
+        absl::Seconds(15));
+  }
+
+  bool paused_ = false;
+};
+
+TEST_F(CacheFaultTest, Cache_SecondGetOrgIsAHit) {
+  // Imported orgs are not put in the cache, so the first read must miss.
+  v1::ImportOrgsResponse resp;
+  {
+    auto ctx = Ctx(admin_);
+    auto writer = stub_->ImportOrgs(ctx.get(), &resp);
+    v1::ImportOrgsRequest msg;
+    v1::ImportOrgRow* row = msg.add_rows();
+    row->set_code("CITY");
+    row->set_name("市委");
+    row->set_kind(v1::ORG_KIND_COMMITTEE);
+    row->set_domain(v1::ORG_DOMAIN_COMMUNITY);
+    row->set_region_code("320102");
+    ASSERT_TRUE(writer->Write(msg));
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+  }
+  ASSERT_EQ(resp.created(), 1);
+  std::vector<v1::Org> all;
+  ASSERT_TRUE(List(0, &all).ok());
+  ASSERT_EQ(all.size(), 1u);
+  const int64_t id = all[0].id();
+
+  const double hits0 = CacheRequests("hit");
+  const double misses0 = CacheRequests("miss");
+  v1::Org first, second;
+  ASSERT_TRUE(GetFast(id, &first).ok());
+  EXPECT_EQ(CacheRequests("miss"), misses0 + 1) << "the first read goes to PostgreSQL";
+  EXPECT_EQ(CacheRequests("hit"), hits0);
+  ASSERT_TRUE(GetFast(id, &second).ok());
+  EXPECT_EQ(CacheRequests("hit"), hits0 + 1) << "the second read is served from Redis";
+  EXPECT_EQ(CacheRequests("miss"), misses0 + 1);
+  EXPECT_TRUE(MessageDifferencer::Equals(first, second)) << first.ShortDebugString() << "\nvs\n"
+                                                         << second.ShortDebugString();
+}
+
+TEST_F(CacheFaultTest, ReadAfterWrite_UpdateIsVisibleAtOnceInGetBatchAndList) {
+  Tree t = MakeTree();
+  v1::Org branch = t.branch;
+  for (int i = 0; i < 15; ++i) {
+    // Warm every cached path with the current value.
+    v1::Org warm;
+    ASSERT_TRUE(GetFast(branch.id(), &warm).ok());
+    ASSERT_TRUE(GetFast(branch.id(), &warm).ok());
+    Listed(t.general.id(), branch.id());
+    Batched(branch.id());
+
+    const std::string name = absl::StrCat("第", i, "次改名");
+    ASSERT_TRUE(Rename(&branch, name).ok());
+    for (int r = 0; r < 5; ++r) {
+      v1::Org got;
+      ASSERT_TRUE(GetFast(branch.id(), &got).ok());
+      ASSERT_EQ(got.name(), name) << "round " << i << ", read " << r;
+      ASSERT_EQ(got.etag(), branch.etag());
+      ASSERT_EQ(Listed(t.general.id(), branch.id()).name(), name) << "round " << i;
+      ASSERT_EQ(Listed(t.city.id(), branch.id()).name(), name) << "round " << i;
+      ASSERT_EQ(Batched(branch.id()).name(), name) << "round " << i;
+    }
+  }
+}
+
+TEST_F(CacheFaultTest, ReadAfterWrite_MoveUpdatesDescendantsAtOnce) {
+  Tree t = MakeTree();
+  v1::Org general = t.general;
+  // Alternate the general branch between three parents at depths 1, 2 and 1.
+  const std::vector<v1::Org> parents = {t.d1a, t.d2, t.d1, t.d1a, t.d2, t.d1};
+  for (const v1::Org& parent : parents) {
+    SCOPED_TRACE(absl::StrCat("moving under ", parent.name()));
+    v1::Org warm;
+    ASSERT_TRUE(GetFast(t.group.id(), &warm).ok());
+    ASSERT_TRUE(GetFast(t.branch.id(), &warm).ok());
+    Listed(t.city.id(), t.group.id());
+    Batched(t.group.id());
+
+    ASSERT_TRUE(Move(&general, parent.id()).ok());
+    std::vector<int64_t> above(parent.ancestor_ids().begin(), parent.ancestor_ids().end());
+    above.push_back(parent.id());
+    std::vector<int64_t> branch_ancestors = above;
+    branch_ancestors.push_back(general.id());
+    std::vector<int64_t> group_ancestors = branch_ancestors;
+    group_ancestors.push_back(t.branch.id());
+
+    for (int r = 0; r < 5; ++r) {
+      v1::Org group, branch;
+      ASSERT_TRUE(GetFast(t.group.id(), &group).ok());
+      ASSERT_TRUE(GetFast(t.branch.id(), &branch).ok());
+      ASSERT_THAT(group.ancestor_ids(), ElementsAreArray(group_ancestors)) << "read " << r;
+      ASSERT_EQ(group.depth(), parent.depth() + 3);
+      ASSERT_THAT(branch.ancestor_ids(), ElementsAreArray(branch_ancestors));
+      ASSERT_EQ(branch.depth(), parent.depth() + 2);
+      const v1::Org listed = Listed(parent.id(), t.group.id());
+      ASSERT_EQ(listed.depth(), parent.depth() + 3);
+      ASSERT_THAT(listed.ancestor_ids(), ElementsAreArray(group_ancestors));
+      ASSERT_THAT(Batched(t.group.id()).ancestor_ids(), ElementsAreArray(group_ancestors));
+    }
+  }
+}
+
+TEST_F(CacheFaultTest, RedisKilled_ServesFromPostgresAndRecoversWithTheLatestValue) {
+  Tree t = MakeTree();
+  v1::Org branch = t.branch;
+  ASSERT_TRUE(ReadUntilCacheHit(branch.id(), branch.name()));
+  std::vector<v1::Org> before;
+  ASSERT_TRUE(List(t.city.id(), &before).ok());
+  const double failures_before = CacheRequests("error") + CacheRequests("skipped");
+
+  redis_->Kill();
+  for (int i = 0; i < 5; ++i) {
+    SCOPED_TRACE(absl::StrCat("round ", i, " without Redis"));
+    v1::Org got;
+    grpc::Status st = GetFast(branch.id(), &got);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(got.name(), branch.name());
+    std::vector<v1::Org> listed;
+    st = List(t.city.id(), &listed);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_EQ(listed.size(), before.size());
+
+    const std::string name = absl::StrCat("无缓存改名", i);
+    st = Rename(&branch, name);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    ASSERT_TRUE(GetFast(branch.id(), &got).ok());
+    EXPECT_EQ(got.name(), name);
+    EXPECT_EQ(got.etag(), branch.etag());
+    EXPECT_EQ(Listed(t.city.id(), branch.id()).name(), name);
+    EXPECT_EQ(Batched(branch.id()).name(), name);
+  }
+  EXPECT_GT(CacheRequests("error") + CacheRequests("skipped"), failures_before)
+      << "the reads above must have found Redis gone (else this test tests nothing)";
+
+  ASSERT_TRUE(redis_->Restart().ok());
+  // The first reads after the restart already show the last write, and so does the value the
+  // cache then serves.
+  v1::Org got;
+  ASSERT_TRUE(GetFast(branch.id(), &got).ok());
+  EXPECT_EQ(got.name(), branch.name());
+  EXPECT_EQ(Listed(t.city.id(), branch.id()).name(), branch.name());
+  EXPECT_TRUE(ReadUntilCacheHit(branch.id(), branch.name()))
+      << "the cache never served again after Redis came back";
+  EXPECT_EQ(Listed(t.city.id(), branch.id()).name(), branch.name());
+}
+
+TEST_F(CacheFaultTest, RedisPaused_UpdateDuringPauseIsNeverServedStaleAfterResume) {
+  Tree t = MakeTree();
+  v1::Org branch = t.branch;
+  for (int round = 0; round < 4; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    // Even rounds also read during the pause; rounds 1 and 2 wait until Redis serves again (an
+    // unrelated org comes from the cache) before the first read of the changed org, so that read
+    // cannot be saved by an open breaker; round 3 moves the subtree as well.
+    const bool read_during_pause = round % 2 == 0;
+    const bool wait_until_serving = round == 1 || round == 2;
+    const bool move_too = round == 3;
+
+    // Fill the cache with the current values of the org, its list pages and a batch read.
+    ASSERT_TRUE(ReadUntilCacheHit(branch.id(), branch.name()));
+    ASSERT_EQ(Listed(t.general.id(), branch.id()).name(), branch.name());
+    ASSERT_EQ(Listed(t.general.id(), branch.id()).name(), branch.name());
+    ASSERT_EQ(Batched(branch.id()).name(), branch.name());
+    v1::Org group_before;
+    ASSERT_TRUE(GetFast(t.group.id(), &group_before).ok());
+    ASSERT_TRUE(GetFast(t.group.id(), &group_before).ok());
+
+    PauseRedis();
+    const std::string name = absl::StrCat("暂停时改名", round);
+    grpc::Status st = Rename(&branch, name);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    if (read_during_pause) {
+      v1::Org got;
+      ASSERT_TRUE(GetFast(branch.id(), &got).ok());
+      EXPECT_EQ(got.name(), name);
+      EXPECT_EQ(Listed(t.general.id(), branch.id()).name(), name);
+    }
+    v1::Org general;
+    if (move_too) {
+      ASSERT_TRUE(GetFast(t.general.id(), &general).ok());
+      ASSERT_TRUE(Move(&general, general.parent_id() == t.d1.id() ? t.d1a.id() : t.d1.id()).ok());
+    }
+    ResumeRedis();
+    if (wait_until_serving) {
+      ASSERT_TRUE(ReadUntilCacheHit(t.city.id(), t.city.name())) << "Redis never served again";
+    }
+
+    // The FIRST read of each kind after the resume must be right.
+    v1::Org got;
+    ASSERT_TRUE(GetFast(branch.id(), &got).ok());
+    EXPECT_EQ(got.name(), name) << "stale org served from the cache after the resume";
+    if (!move_too) {
+      EXPECT_EQ(got.etag(), branch.etag());  // (a move changes it once more)
+    }
+    EXPECT_EQ(Listed(t.general.id(), branch.id()).name(), name)
+        << "stale list page served after the resume";
+    EXPECT_EQ(Batched(branch.id()).name(), name) << "stale batch entry served after the resume";
+    if (move_too) {
+      v1::Org group;
+      ASSERT_TRUE(GetFast(t.group.id(), &group).ok());
+      ASSERT_EQ(group.ancestor_ids_size(), general.depth() + 2);
+      EXPECT_EQ(group.ancestor_ids(group.ancestor_ids_size() - 2), general.id());
+      EXPECT_EQ(group.ancestor_ids(group.ancestor_ids_size() - 3), general.parent_id())
+          << "the group's ancestors are stale after the move";
+      EXPECT_EQ(group.depth(), general.depth() + 2);
+      EXPECT_NE(group.depth(), group_before.depth());
+    }
+    // And so is every read until, and after, the cache serves again.
+    EXPECT_TRUE(ReadUntilCacheHit(branch.id(), name));
+    EXPECT_EQ(Listed(t.general.id(), branch.id()).name(), name);
+  }
+}
+
+}  // namespace
+}  // namespace dangjian::registry
