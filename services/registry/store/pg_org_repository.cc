@@ -105,15 +105,15 @@ void PrepareStatements(sql::PgPool& pool) {
                             "established_on, depth, path, version, create_time, update_time, "
                             "dissolve_time, dissolve_reason FROM orgs WHERE id = $1"));
   // Changes for every org of a moved subtree (new path range [$1, $2)), or of a set of new orgs.
-  pool.Prepare(
-      kRecordChanges,
-      absl::StrCat("INSERT INTO org_changes (revision, change_type, ", kChangeColumnsTail,
-                   ") SELECT revision, $3, CASE WHEN path = $1 THEN NULLIF($4::bigint, 0) END,"
-                   " CASE WHEN $5 <> '' THEN $5 || substr(path, length($1) + 1) END, "
-                   "id, code, name, parent_id, kind, joint, domain, region_code, status, "
-                   "established_on, depth, path, version, create_time, update_time, "
-                   "dissolve_time, dissolve_reason FROM orgs "
-                   "WHERE (path >= $1 AND path < $2) OR id = ANY($6::bigint[])"));
+  pool.Prepare(kRecordChanges,
+               absl::StrCat("INSERT INTO org_changes (revision, change_type, ", kChangeColumnsTail,
+                            ") SELECT revision, $3, CASE WHEN $5 = '' THEN NULL WHEN path = $1 "
+                            "THEN NULLIF($4::bigint, 0) ELSE parent_id END,"
+                            " CASE WHEN $5 <> '' THEN $5 || substr(path, length($1) + 1) END, "
+                            "id, code, name, parent_id, kind, joint, domain, region_code, status, "
+                            "established_on, depth, path, version, create_time, update_time, "
+                            "dissolve_time, dissolve_reason FROM orgs "
+                            "WHERE (path >= $1 AND path < $2) OR id = ANY($6::bigint[])"));
   pool.Prepare(kChangesSince,
                absl::StrCat("SELECT revision, change_type, ",
                             "(extract(epoch FROM change_time) * 1000000)::bigint, ",
