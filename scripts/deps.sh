@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   postgresql redis-server prometheus
   python3 python3-protobuf
+  curl openssl
 )
 
 missing=()
