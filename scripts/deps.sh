@@ -9,7 +9,7 @@ packages=(
   libpqxx-dev libpq-dev libhiredis-dev prometheus-cpp-dev libssl-dev libjwt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   postgresql redis-server prometheus
-  python3 python3-protobuf
+  python3
   curl openssl
 )
 

@@ -114,6 +114,24 @@ WriteContext OrgRegistryService::MakeWriteContext(const grpc::CallbackServerCont
   return w;
 }
 
+absl::Status OrgRegistryService::RefuseInvalid(const WriteContext& wctx, std::string target,
+                                               const FieldErrors& errors) {
+  const absl::Status status = errors.ToStatus();
+  audit::AuditRecord record = wctx.audit;
+  record.target = std::move(target);
+  record.outcome = absl::StatusCodeToString(status.code());
+  record.detail = std::string(status.message()).substr(0, 300);
+  (void)repo_.AuditRefused(record);  // best effort: the refusal stands either way
+  return status;
+}
+
+absl::Status OrgRegistryService::Answer(absl::StatusOr<WriteResult> result, v1::Org* resp) {
+  if (!result.ok()) return result.status();
+  notifier_.Advance(result->revision);
+  ToProto(result->org, resp);
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* OrgRegistryService::Unary(
     grpc::CallbackServerContext* ctx, absl::string_view role, absl::string_view method,
     std::function<absl::Status(const auth::Principal&, absl::Time deadline)> work) {
@@ -304,21 +322,11 @@ grpc::ServerUnaryReactor* OrgRegistryService::CreateOrg(grpc::CallbackServerCont
             errors.Add("org.parent_id", "must be 0 (a root) or an org id");
           }
         }
-        if (!errors.empty()) {
-          audit::AuditRecord record = wctx.audit;
-          record.target = "org/(new)";
-          record.outcome = "INVALID_ARGUMENT";
-          record.detail = std::string(errors.ToStatus().message()).substr(0, 300);
-          (void)repo_.AuditRefused(record);
-          return errors.ToStatus();
-        }
+        if (!errors.empty()) return RefuseInvalid(wctx, "org/(new)", errors);
         cmd.request_id = req->request_id();
         cmd.parent_id = req->org().parent_id();
         cmd.request_hash = CreateFingerprint(cmd);
-        DJ_ASSIGN_OR_RETURN(WriteResult result, repo_.Create(cmd, wctx));
-        notifier_.Advance(result.revision);
-        ToProto(result.org, resp);
-        return absl::OkStatus();
+        return Answer(repo_.Create(cmd, wctx), resp);
       });
 }
 
@@ -400,18 +408,9 @@ grpc::ServerUnaryReactor* OrgRegistryService::UpdateOrg(grpc::CallbackServerCont
                  FieldErrors errors;
                  if (!req->has_org()) errors.Add("org", "is required");
                  UpdateOrgCommand cmd = ParseUpdate(*req, ShanghaiDate(clock_.Now()), errors);
-                 if (!errors.empty()) {
-                   audit::AuditRecord record = wctx.audit;
-                   record.target = absl::StrCat("org/", req->org().id());
-                   record.outcome = "INVALID_ARGUMENT";
-                   record.detail = std::string(errors.ToStatus().message()).substr(0, 300);
-                   (void)repo_.AuditRefused(record);
-                   return errors.ToStatus();
-                 }
-                 DJ_ASSIGN_OR_RETURN(WriteResult result, repo_.Update(cmd, wctx));
-                 notifier_.Advance(result.revision);
-                 ToProto(result.org, resp);
-                 return absl::OkStatus();
+                 if (!errors.empty())
+                   return RefuseInvalid(wctx, absl::StrCat("org/", req->org().id()), errors);
+                 return Answer(repo_.Update(cmd, wctx), resp);
                });
 }
 
@@ -426,19 +425,10 @@ grpc::ServerUnaryReactor* OrgRegistryService::MoveOrg(grpc::CallbackServerContex
                  if (req->new_parent_id() < 0) {
                    errors.Add("new_parent_id", "must be 0 (make it a root) or an org id");
                  }
-                 if (!errors.empty()) {
-                   audit::AuditRecord record = wctx.audit;
-                   record.target = absl::StrCat("org/", req->id());
-                   record.outcome = "INVALID_ARGUMENT";
-                   record.detail = std::string(errors.ToStatus().message()).substr(0, 300);
-                   (void)repo_.AuditRefused(record);
-                   return errors.ToStatus();
-                 }
+                 if (!errors.empty())
+                   return RefuseInvalid(wctx, absl::StrCat("org/", req->id()), errors);
                  MoveOrgCommand cmd{req->id(), req->new_parent_id(), req->etag()};
-                 DJ_ASSIGN_OR_RETURN(WriteResult result, repo_.Move(cmd, wctx));
-                 notifier_.Advance(result.revision);
-                 ToProto(result.org, resp);
-                 return absl::OkStatus();
+                 return Answer(repo_.Move(cmd, wctx), resp);
                });
 }
 
@@ -459,19 +449,10 @@ grpc::ServerUnaryReactor* OrgRegistryService::DissolveOrg(grpc::CallbackServerCo
                    errors.Add("reason", absl::StrCat("is ", reason_chars, " characters; at most ",
                                                      kMaxReasonChars));
                  }
-                 if (!errors.empty()) {
-                   audit::AuditRecord record = wctx.audit;
-                   record.target = absl::StrCat("org/", req->id());
-                   record.outcome = "INVALID_ARGUMENT";
-                   record.detail = std::string(errors.ToStatus().message()).substr(0, 300);
-                   (void)repo_.AuditRefused(record);
-                   return errors.ToStatus();
-                 }
+                 if (!errors.empty())
+                   return RefuseInvalid(wctx, absl::StrCat("org/", req->id()), errors);
                  DissolveOrgCommand cmd{req->id(), req->etag(), req->reason()};
-                 DJ_ASSIGN_OR_RETURN(WriteResult result, repo_.Dissolve(cmd, wctx));
-                 notifier_.Advance(result.revision);
-                 ToProto(result.org, resp);
-                 return absl::OkStatus();
+                 return Answer(repo_.Dissolve(cmd, wctx), resp);
                });
 }
 

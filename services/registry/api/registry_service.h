@@ -9,6 +9,7 @@
 
 #include "common/auth.h"
 #include "common/clock.h"
+#include "common/status.h"
 #include "common/worker_pool.h"
 #include "dangjian/registry/v1/registry.grpc.pb.h"
 #include "services/registry/store/change_notifier.h"
@@ -71,6 +72,11 @@ class OrgRegistryService final : public v1::OrgRegistry::CallbackService {
   WriteContext MakeWriteContext(const grpc::CallbackServerContext& ctx,
                                 const auth::Principal& caller, absl::string_view method,
                                 const std::string& request_id) const;
+  // Audits a write refused for bad fields, and returns the INVALID_ARGUMENT naming them.
+  absl::Status RefuseInvalid(const WriteContext& wctx, std::string target,
+                             const FieldErrors& errors);
+  // Wakes the change feed for a committed write and writes the org into the reply.
+  absl::Status Answer(absl::StatusOr<WriteResult> result, v1::Org* resp);
   // The org `id` if the caller may see it (see [org-scope]).
   absl::StatusOr<Org> GetVisible(int64_t id, const auth::Principal& caller, absl::Time deadline,
                                  absl::string_view what);

@@ -228,6 +228,16 @@ absl::Status CheckEtag(const Org& org, const std::string& etag) {
                                          "); read it again and retry"));
 }
 
+// The org a write targets, locked by the caller's head lock: it must exist in the caller's scope
+// ([org-scope]) and, when the client sent an etag, still carry it.
+absl::StatusOr<Org> LoadTarget(pqxx::transaction_base& tx, int64_t id, const WriteContext& ctx,
+                               const std::string& etag) {
+  std::optional<Org> org = LoadOrg(tx, id);
+  DJ_RETURN_IF_ERROR(CheckInScope(org ? &*org : nullptr, ctx.scope, absl::StrCat("org ", id)));
+  DJ_RETURN_IF_ERROR(CheckEtag(*org, etag));
+  return *std::move(org);
+}
+
 absl::Status CheckCodeFree(pqxx::transaction_base& tx, const std::string& code, int64_t self,
                            const std::string& field) {
   if (code.empty()) return absl::OkStatus();
@@ -393,10 +403,7 @@ absl::StatusOr<WriteResult> PgOrgRepository::Update(const UpdateOrgCommand& cmd,
       "registry.update_org", ctx, absl::StrCat("org/", cmd.id),
       [&](pqxx::transaction_base& tx) -> absl::StatusOr<WriteResult> {
         const int64_t head = LockHead(tx);
-        std::optional<Org> org = LoadOrg(tx, cmd.id);
-        DJ_RETURN_IF_ERROR(
-            CheckInScope(org ? &*org : nullptr, ctx.scope, absl::StrCat("org ", cmd.id)));
-        DJ_RETURN_IF_ERROR(CheckEtag(*org, cmd.etag));
+        DJ_ASSIGN_OR_RETURN(std::optional<Org> org, LoadTarget(tx, cmd.id, ctx, cmd.etag));
         DJ_RETURN_IF_ERROR(CheckMutable(*org));
         OrgFields next = org->fields;
         const UpdateMask& m = cmd.mask;
@@ -446,10 +453,7 @@ absl::StatusOr<WriteResult> PgOrgRepository::Move(const MoveOrgCommand& cmd,
       "registry.move_org", ctx, absl::StrCat("org/", cmd.id),
       [&](pqxx::transaction_base& tx) -> absl::StatusOr<WriteResult> {
         const int64_t head = LockHead(tx);
-        std::optional<Org> org = LoadOrg(tx, cmd.id);
-        DJ_RETURN_IF_ERROR(
-            CheckInScope(org ? &*org : nullptr, ctx.scope, absl::StrCat("org ", cmd.id)));
-        DJ_RETURN_IF_ERROR(CheckEtag(*org, cmd.etag));
+        DJ_ASSIGN_OR_RETURN(std::optional<Org> org, LoadTarget(tx, cmd.id, ctx, cmd.etag));
         DJ_RETURN_IF_ERROR(CheckMutable(*org));
         // A scoped caller cannot move its own scope root: that would move it out of its reach.
         if (ctx.scope == org->id) {
@@ -497,10 +501,7 @@ absl::StatusOr<WriteResult> PgOrgRepository::Dissolve(const DissolveOrgCommand& 
   return Write("registry.dissolve_org", ctx, absl::StrCat("org/", cmd.id),
                [&](pqxx::transaction_base& tx) -> absl::StatusOr<WriteResult> {
                  const int64_t head = LockHead(tx);
-                 std::optional<Org> org = LoadOrg(tx, cmd.id);
-                 DJ_RETURN_IF_ERROR(
-                     CheckInScope(org ? &*org : nullptr, ctx.scope, absl::StrCat("org ", cmd.id)));
-                 DJ_RETURN_IF_ERROR(CheckEtag(*org, cmd.etag));
+                 DJ_ASSIGN_OR_RETURN(std::optional<Org> org, LoadTarget(tx, cmd.id, ctx, cmd.etag));
                  const int64_t active_children =
                      tx.exec_prepared1(kActiveChildren, org->id)[0].as<int64_t>();
                  DJ_RETURN_IF_ERROR(CheckDissolve(*org, active_children));
