@@ -40,7 +40,10 @@ phase "dependencies (scripts/deps.sh)" bash scripts/deps.sh
 phase "build build/ (RelWithDebInfo)" dj_build build
 phase "tests in build/" run_ctest build
 
-phase "build build-asan/ (ASan + UBSan)" dj_build build-asan -DDJ_SANITIZE=ON -DDJ_BUILD_BENCH=OFF
+# -O1 -g1 (line tables only) instead of -O2 -g: the sanitizer build compiles about 45% faster,
+# which is most of this script's time on two cores, and its reports still name file and line.
+phase "build build-asan/ (ASan + UBSan)" dj_build build-asan -DDJ_SANITIZE=ON \
+  -DDJ_BUILD_BENCH=OFF "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG"
 # LeakSanitizer stays on: a leak in our code fails the test. Tried with detect_leaks=1, gRPC's
 # global state is not reported (its tests, servers and clients pass clean). The one report was
 # libpq's: when the server kills a connection in the middle of a query (the fault tests of
