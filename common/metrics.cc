@@ -90,6 +90,41 @@ CacheMetrics::CacheMetrics(prometheus::Registry& registry)
                           .Register(registry)
                           .Add({}, LatencyBuckets())) {}
 
+namespace {
+prometheus::Family<prometheus::Counter>& LocalCacheRequests(prometheus::Registry& registry) {
+  return prometheus::BuildCounter()
+      .Name("dj_cache_local_requests_total")
+      .Help("Reads of the in-process cache tier by result (hit, miss, not_current).")
+      .Register(registry);
+}
+}  // namespace
+
+LocalCacheMetrics::LocalCacheMetrics(prometheus::Registry& registry)
+    : requests(LocalCacheRequests(registry)),
+      hits(requests.Add({{"result", "hit"}})),
+      misses(requests.Add({{"result", "miss"}})),
+      not_current(requests.Add({{"result", "not_current"}})),
+      entries(prometheus::BuildGauge()
+                  .Name("dj_cache_local_entries")
+                  .Help("Entries held in the in-process cache tier (sampled).")
+                  .Register(registry)
+                  .Add({})),
+      feed_current(prometheus::BuildGauge()
+                       .Name("dj_cache_local_feed_current")
+                       .Help("1 while the Redis invalidation feed is subscribed, else 0.")
+                       .Register(registry)
+                       .Add({})),
+      feed_resets(prometheus::BuildCounter()
+                      .Name("dj_cache_local_feed_resets_total")
+                      .Help("Times the in-process tier was emptied (feed lost or Redis flushed).")
+                      .Register(registry)
+                      .Add({})),
+      invalidations(prometheus::BuildCounter()
+                        .Name("dj_cache_local_invalidations_total")
+                        .Help("Keys dropped from the in-process tier on Redis' announcement.")
+                        .Register(registry)
+                        .Add({})) {}
+
 absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(
     const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
   if (registry == nullptr) return absl::InvalidArgumentError("metrics registry is null");

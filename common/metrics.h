@@ -4,16 +4,16 @@
 // prometheus-cpp metrics are thread-safe; so is everything here.
 #pragma once
 
-#include <memory>
-#include <string>
-#include <vector>
-
 #include <prometheus/counter.h>
 #include <prometheus/exposer.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -41,14 +41,32 @@ struct DbMetrics {
 // Redis cache metrics.
 struct CacheMetrics {
   explicit CacheMetrics(prometheus::Registry& registry);
-  prometheus::Family<prometheus::Counter>& requests;  // dj_cache_requests_total{result=hit|miss|error|skipped}
+  prometheus::Family<prometheus::Counter>&
+      requests;  // dj_cache_requests_total{result=hit|miss|error|skipped}
   prometheus::Counter& hits;
   prometheus::Counter& misses;
   prometheus::Counter& errors;
-  prometheus::Counter& skipped;  // not asked because the breaker was open
-  prometheus::Gauge& breaker_open;  // dj_cache_breaker_open: 1 while open
-  prometheus::Counter& breaker_trips;  // dj_cache_breaker_trips_total
+  prometheus::Counter& skipped;            // not asked because the breaker was open
+  prometheus::Gauge& breaker_open;         // dj_cache_breaker_open: 1 while open
+  prometheus::Counter& breaker_trips;      // dj_cache_breaker_trips_total
   prometheus::Histogram& command_seconds;  // dj_cache_command_duration_seconds
+};
+
+// The in-process cache tier (common/cache/near_cache.h) and its invalidation feed.
+struct LocalCacheMetrics {
+  explicit LocalCacheMetrics(prometheus::Registry& registry);
+  // dj_cache_local_requests_total{result=hit|miss|not_current}; not_current: the feed could not
+  // vouch for local copies (disconnected, or an invalidation not yet read), so Redis was asked.
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Counter& hits;
+  prometheus::Counter& misses;
+  prometheus::Counter& not_current;
+  prometheus::Gauge& entries;       // dj_cache_local_entries (sampled)
+  prometheus::Gauge& feed_current;  // dj_cache_local_feed_current: 1 while subscribed
+  // dj_cache_local_feed_resets_total: the local tier was emptied (feed lost, Redis flushed).
+  prometheus::Counter& feed_resets;
+  // dj_cache_local_invalidations_total: keys dropped because Redis announced a change.
+  prometheus::Counter& invalidations;
 };
 
 // Starts an HTTP exposer for `registry` on `address` ("127.0.0.1:0" picks a free port).

@@ -15,9 +15,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace dangjian::cache {
@@ -33,8 +33,12 @@ class Cache {
   virtual ~Cache() = default;
   // nullopt on a miss, an error, an open breaker, or while write-side operations are pending.
   virtual std::optional<CachedValue> Get(absl::string_view key) = 0;
+  // What this process holds of `key` without any I/O (an in-process tier, see near_cache.h), for
+  // callers that must not block; nullopt when there is no such tier or it cannot vouch for `key`.
+  virtual std::optional<CachedValue> GetLocal(absl::string_view) { return std::nullopt; }
   // One round trip; the result has keys.size() entries.
-  virtual std::vector<std::optional<CachedValue>> MultiGet(const std::vector<std::string>& keys) = 0;
+  virtual std::vector<std::optional<CachedValue>> MultiGet(
+      const std::vector<std::string>& keys) = 0;
   // Read fill: best effort, failures only counted.
   virtual void Fill(absl::string_view key, const CachedValue& value, absl::Duration ttl) = 0;
   // After a commit: like Fill, but a failure is remembered and replayed.

@@ -29,6 +29,11 @@ ABSL_FLAG(std::string, redis_address, "127.0.0.1:6379",
 ABSL_FLAG(absl::Duration, redis_timeout, absl::Milliseconds(100),
           "Redis connect and command timeout");
 ABSL_FLAG(absl::Duration, cache_ttl, absl::Minutes(10), "lifetime of cached entries (a backstop)");
+ABSL_FLAG(int, local_cache_entries, 50000,
+          "orgs each replica keeps in memory in front of Redis, dropped when Redis announces a "
+          "change (client-side caching); 0 turns the in-process tier off");
+ABSL_FLAG(absl::Duration, local_cache_ttl, absl::Minutes(1),
+          "longest an org stays in the in-process tier (a backstop behind Redis' announcements)");
 ABSL_FLAG(absl::Duration, cache_breaker_interval, absl::Seconds(5),
           "after a Redis failure, how long to skip Redis before one probe");
 ABSL_FLAG(std::string, jwt_keys_file, "",
@@ -83,6 +88,13 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
     config.redis = options;
   }
   config.cache_ttl = absl::GetFlag(FLAGS_cache_ttl);
+  const int local_entries = absl::GetFlag(FLAGS_local_cache_entries);
+  if (local_entries < 0) return absl::InvalidArgumentError("--local_cache_entries must be >= 0");
+  config.local_cache.max_entries = static_cast<size_t>(local_entries);
+  config.local_cache.ttl = absl::GetFlag(FLAGS_local_cache_ttl);
+  if (config.local_cache.ttl <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--local_cache_ttl must be positive");
+  }
 
   config.insecure_disable_auth = absl::GetFlag(FLAGS_insecure_disable_auth);
   const std::string keys_file = absl::GetFlag(FLAGS_jwt_keys_file);

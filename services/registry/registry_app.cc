@@ -1,9 +1,12 @@
 #include "services/registry/registry_app.h"
 
+#include "common/cache/local_cache.h"
+#include "common/cache/near_cache.h"
+#include "common/cache/redis_invalidations.h"
 #include "common/log.h"
-#include "common/status.h"
 #include "common/metrics.h"
 #include "common/sql/migrations.h"
+#include "common/status.h"
 #include "common/worker_pool.h"
 #include "services/registry/api/registry_service.h"
 #include "services/registry/store/cached_org_repository.h"
@@ -22,8 +25,13 @@ struct RegistryApp::Parts {
   std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<metrics::DbMetrics> db_metrics;
   std::unique_ptr<metrics::CacheMetrics> cache_metrics;
+  std::unique_ptr<metrics::LocalCacheMetrics> local_cache_metrics;
   std::unique_ptr<sql::PgPool> pool;
-  std::unique_ptr<cache::Cache> cache;
+  std::unique_ptr<cache::Cache> redis_cache;
+  std::unique_ptr<cache::LocalCache> local_cache;
+  std::unique_ptr<cache::RedisInvalidationFeed> invalidations;
+  std::unique_ptr<cache::Cache> near_cache;
+  cache::Cache* cache = nullptr;  // what the repository reads through: one of the above
   std::unique_ptr<PgOrgRepository> pg_repo;
   std::unique_ptr<CachedOrgRepository> cached_repo;
   std::unique_ptr<ChangeNotifier> notifier;
@@ -42,6 +50,7 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
   }
   parts->db_metrics = std::make_unique<metrics::DbMetrics>(*parts->registry);
   parts->cache_metrics = std::make_unique<metrics::CacheMetrics>(*parts->registry);
+  parts->local_cache_metrics = std::make_unique<metrics::LocalCacheMetrics>(*parts->registry);
 
   DJ_ASSIGN_OR_RETURN(parts->pool, sql::PgPool::Create(config.pg, parts->db_metrics.get()));
   DJ_ASSIGN_OR_RETURN(sql::MigrationReport audit_report,
@@ -53,10 +62,24 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
                              {"applied_now", report.applied.size() + audit_report.applied.size()}});
 
   if (config.redis) {
-    parts->cache = std::make_unique<cache::RedisCache>(*config.redis, parts->cache_metrics.get());
+    parts->redis_cache =
+        std::make_unique<cache::RedisCache>(*config.redis, parts->cache_metrics.get());
+    parts->cache = parts->redis_cache.get();
+    if (config.local_cache.max_entries > 0) {
+      // Orgs only: list pages are keyed by the revision, which is read from Redis anyway.
+      parts->local_cache = std::make_unique<cache::LocalCache>(config.local_cache);
+      parts->invalidations = std::make_unique<cache::RedisInvalidationFeed>(
+          *config.redis, std::vector<std::string>{std::string(kOrgCacheKeyPrefix)},
+          *parts->local_cache, parts->local_cache_metrics.get());
+      parts->near_cache = std::make_unique<cache::NearCache>(
+          *parts->redis_cache, *parts->local_cache, *parts->invalidations,
+          parts->local_cache_metrics.get());
+      parts->cache = parts->near_cache.get();
+    }
   } else {
     log::Warn("no Redis configured: every read goes to PostgreSQL");
-    parts->cache = std::make_unique<cache::NullCache>();
+    parts->redis_cache = std::make_unique<cache::NullCache>();
+    parts->cache = parts->redis_cache.get();
   }
   // The repository registers its prepared statements on the pool before any request runs.
   parts->pg_repo = std::make_unique<PgOrgRepository>(*parts->pool);

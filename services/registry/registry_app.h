@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/auth.h"
+#include "common/cache/local_cache.h"
 #include "common/cache/redis_cache.h"
 #include "common/server.h"
 #include "common/sql/pg_pool.h"
@@ -24,6 +25,9 @@ struct RegistryConfig {
   sql::PgPoolOptions pg;
   std::optional<cache::RedisOptions> redis;  // nullopt: no cache
   absl::Duration cache_ttl = absl::Minutes(10);
+  // The in-process tier in front of Redis (common/cache/near_cache.h): max_entries 0 turns it off.
+  // Used only with Redis, whose invalidation feed keeps it honest.
+  cache::LocalCacheOptions local_cache;
   auth::VerifierOptions auth;
   // Accept calls without a token, as a city-wide admin. For the local run command only.
   bool insecure_disable_auth = false;

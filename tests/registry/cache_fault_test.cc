@@ -42,19 +42,28 @@ class CacheFaultTest : public RegistryFixture {
     paused_ = false;
   }
 
-  // dj_cache_requests_total{result=`result`} of the registry under test.
-  double CacheRequests(const std::string& result) {
-    for (const prometheus::MetricFamily& family : app_->metrics().Collect()) {
-      if (family.name != "dj_cache_requests_total") continue;
+  // `family`{result=`result`} of the registry `app` (default: the one under test).
+  double Requests(const std::string& family_name, const std::string& result,
+                  RegistryApp* app = nullptr) {
+    for (const prometheus::MetricFamily& family : (app ? app : app_.get())->metrics().Collect()) {
+      if (family.name != family_name) continue;
       for (const prometheus::ClientMetric& m : family.metric) {
         for (const prometheus::ClientMetric::Label& label : m.label) {
           if (label.name == "result" && label.value == result) return m.counter.value;
         }
       }
     }
-    ADD_FAILURE() << "no dj_cache_requests_total{result=\"" << result << "\"}";
+    ADD_FAILURE() << "no " << family_name << "{result=\"" << result << "\"}";
     return -1;
   }
+  // Redis: dj_cache_requests_total. The in-process tier: dj_cache_local_requests_total.
+  double CacheRequests(const std::string& result) {
+    return Requests("dj_cache_requests_total", result);
+  }
+  double LocalRequests(const std::string& result, RegistryApp* app = nullptr) {
+    return Requests("dj_cache_local_requests_total", result, app);
+  }
+  double AnyCacheHits() { return CacheRequests("hit") + LocalRequests("hit"); }
 
   // City > district d1 > sub-district d1a, city > district d2; general under d1 > branch > group.
   struct Tree {
@@ -127,17 +136,17 @@ class CacheFaultTest : public RegistryFixture {
     return resp.orgs_size() == 1 ? resp.orgs(0) : v1::Org();
   }
 
-  // Reads `id` until a read is served from the cache (the hit counter moves); every read on the
-  // way must show `name`. True if a hit came within the timeout.
+  // Reads `id` until a read is served from either cache tier (a hit counter moves); every read
+  // on the way must show `name`. True if a hit came within the timeout.
   bool ReadUntilCacheHit(int64_t id, const std::string& name) {
     return testing::PollUntil(
         [&] {
-          const double hits = CacheRequests("hit");
+          const double hits = AnyCacheHits();
           v1::Org got;
           grpc::Status st = GetFast(id, &got);
           EXPECT_TRUE(st.ok()) << st.error_message();
           EXPECT_EQ(got.name(), name) << "a stale value was served";
-          return CacheRequests("hit") > hits;
+          return AnyCacheHits() > hits;
         },
         absl::Seconds(15));
   }
@@ -352,6 +361,99 @@ TEST_F(CacheFaultTest, RedisPaused_UpdateDuringPauseIsNeverServedStaleAfterResum
     EXPECT_TRUE(ReadUntilCacheHit(branch.id(), name));
     EXPECT_EQ(Listed(t.general.id(), branch.id()).name(), name);
   }
+}
+
+// The in-process tier: once Redis has served an org, the next read is answered from memory, and
+// a write is visible at once on the replica that made it.
+TEST_F(CacheFaultTest, LocalTier_ThirdGetOrgIsServedFromMemory) {
+  Tree t = MakeTree();
+  v1::Org got;
+  ASSERT_TRUE(ReadUntilCacheHit(t.branch.id(), t.branch.name()));
+  // Once Redis has answered while the feed is current, the copy is kept.
+  ASSERT_TRUE(testing::PollUntil(
+      [&] {
+        const double local_hits = LocalRequests("hit");
+        EXPECT_TRUE(GetFast(t.branch.id(), &got).ok());
+        return LocalRequests("hit") > local_hits;
+      },
+      absl::Seconds(10)));
+  const double redis_hits = CacheRequests("hit");
+  const double redis_misses = CacheRequests("miss");
+  const double local_hits = LocalRequests("hit");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(GetFast(t.branch.id(), &got).ok());
+    EXPECT_EQ(got.name(), t.branch.name());
+  }
+  EXPECT_EQ(LocalRequests("hit"), local_hits + 5);
+  EXPECT_EQ(CacheRequests("hit"), redis_hits) << "Redis was asked although memory held the org";
+  EXPECT_EQ(CacheRequests("miss"), redis_misses);
+
+  v1::Org branch = got;
+  ASSERT_TRUE(Rename(&branch, "改名后").ok());
+  ASSERT_TRUE(GetFast(t.branch.id(), &got).ok());
+  EXPECT_EQ(got.name(), "改名后") << "the writer served its own old copy";
+  EXPECT_EQ(got.etag(), branch.etag());
+}
+
+// A scoped caller never sees an org outside its subtree, even when memory holds it.
+TEST_F(CacheFaultTest, LocalTier_OutOfScopeIsDeniedEvenWhenHeld) {
+  Tree t = MakeTree();
+  v1::Org got;
+  ASSERT_TRUE(ReadUntilCacheHit(t.branch.id(), t.branch.name()));
+  ASSERT_TRUE(testing::PollUntil(
+      [&] {
+        const double local_hits = LocalRequests("hit");
+        EXPECT_TRUE(GetFast(t.branch.id(), &got).ok());
+        return LocalRequests("hit") > local_hits;
+      },
+      absl::Seconds(10)));
+  const std::string outside = Token({"registry.read"}, t.d2.id());
+  const std::string inside = Token({"registry.read"}, t.d1.id());
+  grpc::Status st = Get(t.branch.id(), &got, outside);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  st = Get(t.branch.id(), &got, inside);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(got.id(), t.branch.id());
+  st = Get(t.branch.id(), &got, "");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// Two replicas on one database and one Redis: a write on A reaches B's memory through Redis'
+// announcement, long before B's local entries would expire.
+TEST_F(CacheFaultTest, LocalTier_WriteOnOneReplicaIsSeenByTheOther) {
+  Tree t = MakeTree();
+  RegistryConfig config = MakeConfig();
+  config.local_cache.ttl = absl::Hours(1);
+  auto other = RegistryApp::Start(config);
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto b_stub = v1::OrgRegistry::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*other)->grpc_port()), grpc::InsecureChannelCredentials()));
+  auto b_get = [&](v1::Org* out) {
+    v1::GetOrgRequest req;
+    req.set_id(t.branch.id());
+    return b_stub->GetOrg(Ctx(admin_, absl::Seconds(3)).get(), req, out);
+  };
+  v1::Org got;
+  // B keeps the current value in memory.
+  ASSERT_TRUE(testing::PollUntil(
+      [&] {
+        const double local_hits = LocalRequests("hit", other->get());
+        EXPECT_TRUE(b_get(&got).ok());
+        return LocalRequests("hit", other->get()) > local_hits;
+      },
+      absl::Seconds(10)));
+  ASSERT_EQ(got.name(), t.branch.name());
+
+  for (int i = 0; i < 5; ++i) {
+    v1::Org branch = got;
+    const std::string name = absl::StrCat("甲副本改名", i);
+    ASSERT_TRUE(Rename(&branch, name).ok());
+    EXPECT_TRUE(testing::PollUntil([&] { return b_get(&got).ok() && got.name() == name; },
+                                   absl::Seconds(5)))
+        << "replica B kept serving " << got.name() << " after A wrote " << name;
+    EXPECT_EQ(got.etag(), branch.etag());
+  }
+  (*other)->Shutdown();
 }
 
 }  // namespace

@@ -62,11 +62,14 @@ class OrgRegistryService final : public v1::OrgRegistry::CallbackService {
   class ImportReactor;
   class WatchReactor;
 
-  // Authenticates, checks `role`, then runs `work` on the worker pool and finishes the call
-  // with its status.
-  grpc::ServerUnaryReactor* Unary(
-      grpc::CallbackServerContext* ctx, absl::string_view role, absl::string_view method,
-      std::function<absl::Status(const auth::Principal&, absl::Time deadline)> work);
+  using Work = std::function<absl::Status(const auth::Principal&, absl::Time deadline)>;
+  // Authorizes the caller for `role`, then runs `work` on the worker pool and finishes the call.
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, absl::string_view role,
+                                  absl::string_view method, Work work);
+  // The same with the caller already authorized (or refused) by the handler.
+  grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx,
+                                  absl::StatusOr<auth::Principal> caller, bool mutating,
+                                  absl::string_view method, Work work);
   absl::StatusOr<auth::Principal> Authorize(const grpc::CallbackServerContext& ctx,
                                             absl::string_view role) const;
   WriteContext MakeWriteContext(const grpc::CallbackServerContext& ctx,

@@ -12,7 +12,7 @@ namespace {
 
 constexpr char kRevisionKey[] = "revision";
 
-std::string OrgKey(int64_t id) { return absl::StrCat("org:", id); }
+std::string OrgKey(int64_t id) { return absl::StrCat(kOrgCacheKeyPrefix, id); }
 
 std::optional<Org> Decode(const std::optional<cache::CachedValue>& value) {
   if (!value) return std::nullopt;
@@ -49,6 +49,10 @@ absl::StatusOr<Org> CachedOrgRepository::Get(int64_t id, const ReadContext& ctx)
   absl::StatusOr<Org> org = inner_.Get(id, ctx);
   if (org.ok()) Fill(*org);
   return org;
+}
+
+std::optional<Org> CachedOrgRepository::GetLocal(int64_t id) {
+  return Decode(cache_.GetLocal(OrgKey(id)));
 }
 
 absl::StatusOr<std::vector<Org>> CachedOrgRepository::BatchGet(const std::vector<int64_t>& ids,

@@ -9,6 +9,8 @@
 //   revision, after its commit. The cache itself guarantees that a failed update is replayed before
 //   the cache is read again (see common/cache/cache.h), so no read after a successful write
 //   returns the old value.
+// - GetLocal() answers from the cache's in-process tier only (cache::Cache::GetLocal), for the
+//   service to serve hot reads on the gRPC thread.
 // Thread-safe if the inner repository and the cache are.
 #pragma once
 
@@ -18,11 +20,15 @@
 
 namespace dangjian::registry {
 
+// Keys of cached orgs start with this (an in-process cache tier tracks changes under it).
+inline constexpr absl::string_view kOrgCacheKeyPrefix = "org:";
+
 class CachedOrgRepository final : public OrgRepository {
  public:
   CachedOrgRepository(OrgRepository& inner, cache::Cache& cache, absl::Duration ttl);
 
   absl::StatusOr<Org> Get(int64_t id, const ReadContext& ctx) override;
+  std::optional<Org> GetLocal(int64_t id) override;
   absl::StatusOr<std::vector<Org>> BatchGet(const std::vector<int64_t>& ids,
                                             const ReadContext& ctx) override;
   absl::StatusOr<ListPage> List(const ListQuery& query, const ReadContext& ctx) override;
