@@ -1,5 +1,6 @@
 #include "common/log.h"
 
+#include <atomic>
 #include <cstdio>
 #include <mutex>
 
@@ -12,7 +13,7 @@ namespace {
 struct State {
   std::mutex mu;
   std::string service = "dangjian";
-  Level min_level = Level::kInfo;
+  std::atomic<Level> min_level{Level::kInfo};
 };
 
 State& GetState() {
@@ -40,7 +41,7 @@ void Init(std::string service, Level min_level) {
   State& s = GetState();
   std::lock_guard<std::mutex> lock(s.mu);
   s.service = std::move(service);
-  s.min_level = min_level;
+  s.min_level.store(min_level);
 }
 
 bool ParseLevel(absl::string_view text, Level* out) {
@@ -53,12 +54,14 @@ bool ParseLevel(absl::string_view text, Level* out) {
   return false;
 }
 
+bool Enabled(Level level) { return level >= GetState().min_level.load(); }
+
 void Write(Level level, absl::string_view msg, nlohmann::json fields) {
+  if (!Enabled(level)) return;
   State& s = GetState();
   std::string service;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    if (level < s.min_level) return;
     service = s.service;
   }
   // Every line starts ts, level, service, msg (easy to scan by eye and by grep), then the

@@ -3,10 +3,10 @@
 // concurrent threads never interleave. Secrets must never be passed as fields.
 #pragma once
 
-#include <string>
-#include "absl/strings/string_view.h"
-
 #include <nlohmann/json.hpp>
+#include <string>
+
+#include "absl/strings/string_view.h"
 
 namespace dangjian::log {
 
@@ -17,6 +17,8 @@ void Init(std::string service, Level min_level = Level::kInfo);
 // Parses "debug", "info", "warn", "error"; false for anything else.
 bool ParseLevel(absl::string_view text, Level* out);
 
+// Whether lines of `level` are written; lets a hot path skip building fields nobody reads.
+bool Enabled(Level level);
 void Write(Level level, absl::string_view msg, nlohmann::json fields = nlohmann::json::object());
 inline void Debug(absl::string_view msg, nlohmann::json f = nlohmann::json::object()) {
   Write(Level::kDebug, msg, std::move(f));

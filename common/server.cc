@@ -1,6 +1,8 @@
 #include "common/server.h"
 
 #include <arpa/inet.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/impl/server_builder_option.h>
@@ -30,6 +32,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -107,6 +110,33 @@ class GeneratedRequestIds {
   absl::flat_hash_map<const grpc::ServerContextBase*, std::string> ids_ ABSL_GUARDED_BY(mu_);
 };
 
+// A call slower than this is logged at info even when it is a successful read.
+constexpr double kSlowCallMs = 500;
+
+// Health probes (every few seconds from every orchestrator) and methods the .proto marks
+// `option idempotency_level = NO_SIDE_EFFECTS` (reads). `method` is gRPC's "/pkg.Service/Method".
+bool IsQuietWhenOk(const std::string& method) {
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* const known = new absl::flat_hash_map<std::string, bool>();
+  {
+    absl::ReaderMutexLock lock(&mu);
+    auto it = known->find(method);
+    if (it != known->end()) return it->second;
+  }
+  bool quiet = absl::StartsWith(method, "/grpc.health.v1.Health/");
+  if (!quiet && absl::StartsWith(method, "/")) {
+    const google::protobuf::MethodDescriptor* descriptor =
+        google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
+            absl::StrReplaceAll(method.substr(1), {{"/", "."}}));
+    quiet = descriptor != nullptr && descriptor->options().idempotency_level() ==
+                                         google::protobuf::MethodOptions::NO_SIDE_EFFECTS;
+  }
+  // Bounded: only methods the server registered reach an interceptor.
+  absl::MutexLock lock(&mu);
+  known->emplace(method, quiet);
+  return quiet;
+}
+
 // Settles the call's request id when the client metadata arrives, echoes it in the trailers and
 // writes one JSON log line when the status goes out.
 class LoggingInterceptor final : public grpc::experimental::Interceptor {
@@ -148,6 +178,17 @@ class LoggingInterceptor final : public grpc::experimental::Interceptor {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
             .count();
     const auto code = static_cast<absl::StatusCode>(status.error_code());
+    // Codes that mean the server failed are errors; the rest are the caller's business. Reads
+    // that succeed in good time are debug: at thousands a second they would drown the info log
+    // (and cost a good part of a cached read); writes, refusals, failures and slow calls are info.
+    log::Level level = log::Level::kInfo;
+    if (code == absl::StatusCode::kInternal || code == absl::StatusCode::kUnknown ||
+        code == absl::StatusCode::kDataLoss) {
+      level = log::Level::kError;
+    } else if (status.ok() && duration_ms < kSlowCallMs && IsQuietWhenOk(method_)) {
+      level = log::Level::kDebug;
+    }
+    if (!log::Enabled(level)) return;
     nlohmann::json fields = {
         {"method", method_},
         {"request_id", request_id_},
@@ -156,16 +197,7 @@ class LoggingInterceptor final : public grpc::experimental::Interceptor {
         {"peer", context_->peer()},
     };
     if (!status.ok()) fields["error"] = status.error_message();
-    // Codes that mean the server failed are errors; the rest are the caller's business.
-    if (code == absl::StatusCode::kInternal || code == absl::StatusCode::kUnknown ||
-        code == absl::StatusCode::kDataLoss) {
-      log::Error("rpc", std::move(fields));
-    } else if (status.ok() && absl::StartsWith(method_, "/grpc.health.v1.Health/")) {
-      // Probes arrive every few seconds from every orchestrator; keep them out of the info log.
-      log::Debug("rpc", std::move(fields));
-    } else {
-      log::Info("rpc", std::move(fields));
-    }
+    log::Write(level, "rpc", std::move(fields));
   }
 
   grpc::ServerContextBase* const context_;

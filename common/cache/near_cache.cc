@@ -6,17 +6,23 @@ NearCache::NearCache(Cache& far, LocalCache& local, const InvalidationFeed& feed
                      metrics::LocalCacheMetrics* metrics)
     : far_(far), local_(local), feed_(feed), metrics_(metrics) {}
 
-std::optional<CachedValue> NearCache::GetLocal(absl::string_view key) {
+std::optional<CachedValue> NearCache::Lookup(absl::string_view key, bool count_misses) {
   if (local_.capacity() == 0 || !feed_.Covers(key)) return std::nullopt;
   // The feed is asked first: an announcement read before this point has already dropped its key,
   // so the lookup below cannot return what it announced.
   if (!feed_.Current()) {
-    if (metrics_ != nullptr) metrics_->not_current.Increment();
+    if (metrics_ != nullptr && count_misses) metrics_->not_current.Increment();
     return std::nullopt;
   }
   std::optional<CachedValue> value = local_.Get(key);
-  if (metrics_ != nullptr) (value ? metrics_->hits : metrics_->misses).Increment();
+  if (metrics_ != nullptr && (value || count_misses)) {
+    (value ? metrics_->hits : metrics_->misses).Increment();
+  }
   return value;
+}
+
+std::optional<CachedValue> NearCache::GetLocal(absl::string_view key) {
+  return Lookup(key, /*count_misses=*/false);
 }
 
 void NearCache::Keep(absl::string_view key, const std::optional<CachedValue>& value,
@@ -30,7 +36,7 @@ void NearCache::Keep(absl::string_view key, const std::optional<CachedValue>& va
 }
 
 std::optional<CachedValue> NearCache::Get(absl::string_view key) {
-  if (std::optional<CachedValue> local = GetLocal(key)) return local;
+  if (std::optional<CachedValue> local = Lookup(key, /*count_misses=*/true)) return local;
   const bool local_tier = local_.capacity() > 0 && feed_.Covers(key);
   const uint64_t generation = local_.generation();
   std::optional<CachedValue> value = far_.Get(key);
@@ -43,7 +49,7 @@ std::vector<std::optional<CachedValue>> NearCache::MultiGet(const std::vector<st
   std::vector<std::string> far_keys;
   std::vector<size_t> far_index;
   for (size_t i = 0; i < keys.size(); ++i) {
-    values[i] = GetLocal(keys[i]);
+    values[i] = Lookup(keys[i], /*count_misses=*/true);
     if (!values[i]) {
       far_keys.push_back(keys[i]);
       far_index.push_back(i);

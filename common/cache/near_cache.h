@@ -48,7 +48,8 @@ class NearCache final : public Cache {
   NearCache(Cache& far, LocalCache& local, const InvalidationFeed& feed,
             metrics::LocalCacheMetrics* metrics);
 
-  // The local tier only: no I/O, never blocks on the network.
+  // The local tier only: no I/O, never blocks on the network. Counts its hits only: a caller
+  // that falls back to Get() on a miss has that miss counted once, by Get().
   std::optional<CachedValue> GetLocal(absl::string_view key) override;
 
   std::optional<CachedValue> Get(absl::string_view key) override;
@@ -60,6 +61,9 @@ class NearCache final : public Cache {
   void RaiseCounter(absl::string_view key, int64_t value, bool after_write) override;
 
  private:
+  // The local lookup of GetLocal(), Get() and MultiGet(); counts hits, and misses and
+  // not-current answers if `count_misses`.
+  std::optional<CachedValue> Lookup(absl::string_view key, bool count_misses);
   // Keeps what Redis returned for `key`, if no invalidation happened since `generation`.
   void Keep(absl::string_view key, const std::optional<CachedValue>& value, uint64_t generation);
 

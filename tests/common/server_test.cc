@@ -37,12 +37,14 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/log.h"
 #include "common/testing/harness.h"
 #include "dangjian/registry/v1/registry.grpc.pb.h"
 
 namespace dangjian {
 namespace {
 
+using registry::v1::DissolveOrgRequest;
 using registry::v1::GetOrgRequest;
 using registry::v1::Org;
 using registry::v1::OrgRegistry;
@@ -51,6 +53,7 @@ using ::testing::MatchesRegex;
 
 constexpr char kRegistryService[] = "dangjian.registry.v1.OrgRegistry";
 constexpr int64_t kSlowOrgId = 99;
+constexpr int64_t kMissingOrgId = 404;
 // grpc.health.v1.HealthCheckResponse.ServingStatus
 constexpr uint64_t kServing = 1;
 constexpr uint64_t kNotServing = 2;
@@ -65,6 +68,11 @@ class TestRegistry final : public OrgRegistry::CallbackService {
       absl::MutexLock lock(&mu_);
       seen_request_ids_.push_back(RequestIdOf(*context));
     }
+    if (request->id() == kMissingOrgId) {
+      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, "no such org"));
+      return reactor;
+    }
     if (request->id() != kSlowOrgId) {
       grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
       response->set_id(request->id());
@@ -75,6 +83,15 @@ class TestRegistry final : public OrgRegistry::CallbackService {
     auto* reactor = new SlowReactor(this);
     absl::MutexLock lock(&mu_);
     slow_ = reactor;
+    return reactor;
+  }
+
+  // A mutating method (the .proto does not mark it free of side effects).
+  grpc::ServerUnaryReactor* DissolveOrg(grpc::CallbackServerContext* context,
+                                        const DissolveOrgRequest* request, Org* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    response->set_id(request->id());
+    reactor->Finish(grpc::Status::OK);
     return reactor;
   }
 
@@ -465,27 +482,74 @@ TEST_F(ServiceHostTest, RequestId_OverlongClientIdIsReplaced) {
   EXPECT_EQ(service_.seen_request_ids(), std::vector<std::string>{id});
 }
 
-TEST_F(ServiceHostTest, Logging_WritesOneJsonLinePerCall) {
+// The access-log lines of `captured` (stderr) that mention `request_id`.
+std::vector<nlohmann::json> LinesOf(const std::string& captured, absl::string_view request_id) {
+  std::vector<nlohmann::json> lines;
+  for (absl::string_view line : absl::StrSplit(captured, '\n')) {
+    if (!absl::StrContains(line, request_id)) continue;
+    lines.push_back(nlohmann::json::parse(line.begin(), line.end()));
+  }
+  return lines;
+}
+
+TEST_F(ServiceHostTest, Logging_SuccessfulReadIsOneDebugLine) {
   StartHost(Options());
+  {
+    // At info, a read that succeeds in good time writes nothing (GetOrg is NO_SIDE_EFFECTS).
+    grpc::ClientContext context;
+    context.AddMetadata("x-request-id", "log-line-test-0");
+    ::testing::internal::CaptureStderr();
+    ASSERT_TRUE(GetOrg(1, context).ok());
+    const std::string captured = ::testing::internal::GetCapturedStderr();
+    EXPECT_TRUE(LinesOf(captured, "log-line-test-0").empty()) << captured;
+  }
+  log::Init("dangjian", log::Level::kDebug);
   grpc::ClientContext context;
   context.AddMetadata("x-request-id", "log-line-test-1");
   ::testing::internal::CaptureStderr();
   const grpc::Status status = GetOrg(1, context);
   const std::string captured = ::testing::internal::GetCapturedStderr();
+  log::Init("dangjian", log::Level::kInfo);
   ASSERT_TRUE(status.ok());
 
-  std::vector<nlohmann::json> lines;
-  for (absl::string_view line : absl::StrSplit(captured, '\n')) {
-    if (!absl::StrContains(line, "log-line-test-1")) continue;
-    lines.push_back(nlohmann::json::parse(line.begin(), line.end()));
-  }
+  const std::vector<nlohmann::json> lines = LinesOf(captured, "log-line-test-1");
   ASSERT_EQ(lines.size(), 1u) << captured;
   const nlohmann::json& line = lines[0];
+  EXPECT_EQ(line["level"], "debug");
   EXPECT_EQ(line["method"], "/dangjian.registry.v1.OrgRegistry/GetOrg");
   EXPECT_EQ(line["request_id"], "log-line-test-1");
   EXPECT_EQ(line["code"], "OK");
   EXPECT_TRUE(line["duration_ms"].is_number());
   EXPECT_THAT(line["peer"].get<std::string>(), ::testing::HasSubstr("127.0.0.1"));
+}
+
+TEST_F(ServiceHostTest, Logging_FailedReadsAndWritesAreInfo) {
+  StartHost(Options());
+  grpc::ClientContext read_context;
+  read_context.AddMetadata("x-request-id", "log-line-test-2");
+  grpc::ClientContext write_context;
+  write_context.AddMetadata("x-request-id", "log-line-test-3");
+  write_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  DissolveOrgRequest dissolve;
+  dissolve.set_id(5);
+  Org dissolved;
+  ::testing::internal::CaptureStderr();
+  const grpc::Status read_status = GetOrg(kMissingOrgId, read_context);
+  const grpc::Status write_status = stub_->DissolveOrg(&write_context, dissolve, &dissolved);
+  const std::string captured = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(read_status.error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(write_status.ok()) << write_status.error_message();
+
+  const std::vector<nlohmann::json> read_lines = LinesOf(captured, "log-line-test-2");
+  ASSERT_EQ(read_lines.size(), 1u) << captured;
+  EXPECT_EQ(read_lines[0]["level"], "info");
+  EXPECT_EQ(read_lines[0]["code"], "NOT_FOUND");
+  EXPECT_EQ(read_lines[0]["error"], "no such org");
+  const std::vector<nlohmann::json> write_lines = LinesOf(captured, "log-line-test-3");
+  ASSERT_EQ(write_lines.size(), 1u) << captured;
+  EXPECT_EQ(write_lines[0]["level"], "info");
+  EXPECT_EQ(write_lines[0]["method"], "/dangjian.registry.v1.OrgRegistry/DissolveOrg");
+  EXPECT_EQ(write_lines[0]["code"], "OK");
 }
 
 TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
