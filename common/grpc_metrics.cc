@@ -27,6 +27,15 @@ using Clock = std::chrono::steady_clock;
 
 // One more than the largest canonical code (UNAUTHENTICATED = 16).
 constexpr int kNumCodes = 17;
+// grpc_code values as go-grpc-prometheus writes them (Go's codes.Code.String()), so dashboards
+// and alert rules written for other gRPC services work on ours unchanged. Indexed by code number.
+constexpr const char* kCodeNames[] = {
+    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+    "DataLoss", "Unauthenticated"};
+static_assert(sizeof(kCodeNames) / sizeof(kCodeNames[0]) == kNumCodes,
+              "one name per canonical code");
 
 // The families of one side (server or client), named `grpc_<side>_...`.
 struct Families {
@@ -81,8 +90,7 @@ class MethodMetrics {
     prometheus::Counter* counter = handled_[index].load(std::memory_order_acquire);
     if (counter == nullptr) {
       prometheus::Labels labels = labels_;
-      // gRPC and Abseil share the canonical code numbering; this yields "OK", "INVALID_ARGUMENT".
-      labels["grpc_code"] = absl::StatusCodeToString(static_cast<absl::StatusCode>(index));
+      labels["grpc_code"] = kCodeNames[index];
       counter = &families_.handled.Add(labels);
       handled_[index].store(counter, std::memory_order_release);
     }

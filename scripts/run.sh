@@ -233,11 +233,15 @@ import_summary=$(import_demo)
 dj_log "dj-import: $import_summary"
 
 # --- Prometheus -----------------------------------------------------------------------------
-# The copy differs from deploy/prometheus/prometheus.yml only in the ports (and, for --smoke, a
-# 1 s scrape interval so the check does not wait long).
+# The copy differs from deploy/prometheus/prometheus.yml only in the ports, the rule files'
+# paths (made absolute: Prometheus reads them relative to the config file, and the rules stay in
+# the repository) and, for --smoke, a 1 s scrape interval so the check does not wait long.
 prometheus_config=$work/prometheus.yml
+# shellcheck disable=SC2001  # in bash 5.2's ${x//} replacement & means the match; not in sed's
+rules_dir=$(sed 's/[\\|&]/\\&/g' <<<"$DJ_ROOT/deploy/prometheus/rules")
 sed -e "s/127\.0\.0\.1:9464/127.0.0.1:$metrics_port/g" \
   -e "s/127\.0\.0\.1:9090/127.0.0.1:$prometheus_port/g" \
+  -e "s|^\(  - \)rules/|\1$rules_dir/|" \
   "$DJ_ROOT/deploy/prometheus/prometheus.yml" >"$prometheus_config"
 if $smoke; then
   sed -i -e 's/^\(  scrape_interval:\).*/\1 1s/' -e 's/^\(  scrape_timeout:\).*/\1 1s/' "$prometheus_config"

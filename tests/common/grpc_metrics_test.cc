@@ -212,7 +212,7 @@ TEST_F(GrpcMetricsTest, Unary_ServerCountsStartedAndHandledByCode) {
   EXPECT_THAT(CounterValue(server_registry_, "grpc_server_handled_total", WithCode(get_org, "OK")),
               Optional(2.0));
   EXPECT_THAT(CounterValue(server_registry_, "grpc_server_handled_total",
-                           WithCode(get_org, "INVALID_ARGUMENT")),
+                           WithCode(get_org, "InvalidArgument")),
               Optional(1.0));
   EXPECT_THAT(HistogramCount(server_registry_, "grpc_server_handling_seconds", get_org),
               Optional(3u));
@@ -231,7 +231,7 @@ TEST_F(GrpcMetricsTest, Unary_ClientCountsStartedAndHandledByCode) {
   EXPECT_THAT(CounterValue(client_registry_, "grpc_client_handled_total", WithCode(get_org, "OK")),
               Optional(1.0));
   EXPECT_THAT(CounterValue(client_registry_, "grpc_client_handled_total",
-                           WithCode(get_org, "INVALID_ARGUMENT")),
+                           WithCode(get_org, "InvalidArgument")),
               Optional(1.0));
   EXPECT_THAT(HistogramCount(client_registry_, "grpc_client_handling_seconds", get_org),
               Optional(2u));
@@ -314,7 +314,7 @@ TEST_F(GrpcMetricsTest, Client_CountsUnavailableWhenNoServerListens) {
 
   const Labels get_org = MethodLabels("GetOrg", "unary");
   EXPECT_THAT(CounterValue(registry, "grpc_client_started_total", get_org), Optional(1.0));
-  EXPECT_THAT(CounterValue(registry, "grpc_client_handled_total", WithCode(get_org, "UNAVAILABLE")),
+  EXPECT_THAT(CounterValue(registry, "grpc_client_handled_total", WithCode(get_org, "Unavailable")),
               Optional(1.0));
   EXPECT_THAT(CounterValue(registry, "grpc_client_msg_received_total", get_org), Optional(0.0));
 }
