@@ -18,7 +18,17 @@ LocalCache::LocalCache(LocalCacheOptions options, Clock& clock)
     : options_(options), per_shard_(options.max_entries / ShardCount(options)), clock_(clock) {
   const size_t n = ShardCount(options_);
   shards_.reserve(n);
-  for (size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>());
+  for (size_t i = 0; i < n; ++i) {
+    shards_.push_back(std::make_unique<Shard>());
+    absl::MutexLock lock(&shards_.back()->mu);
+    shards_.back()->jitter.seed(static_cast<std::minstd_rand::result_type>(i + 1));
+  }
+}
+
+absl::Time LocalCache::ExpiryLocked(Shard& shard, absl::Time now) {
+  if (options_.ttl_jitter <= 0) return now + options_.ttl;
+  const double u = std::uniform_real_distribution<double>(0.0, 1.0)(shard.jitter);
+  return now + options_.ttl * (1.0 - std::min(options_.ttl_jitter, 1.0) * u);
 }
 
 LocalCache::Shard& LocalCache::ShardOf(absl::string_view key) {
@@ -51,8 +61,9 @@ bool LocalCache::PutIfUnchanged(absl::string_view key, const CachedValue& value,
                                 uint64_t generation) {
   if (per_shard_ == 0) return false;
   Shard& shard = ShardOf(key);
-  const absl::Time expires = clock_.Now() + options_.ttl;
+  const absl::Time now = clock_.Now();
   absl::MutexLock lock(&shard.mu);
+  const absl::Time expires = ExpiryLocked(shard, now);
   // Checked under the shard's lock: Invalidate() bumps the generation before it takes the lock,
   // so an invalidation of this key either sees our entry (and erases it) or we see its bump.
   if (generation_.load() != generation) return false;

@@ -16,6 +16,7 @@
 #include <list>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ struct LocalCacheOptions {
   size_t max_entries = 50000;  // across all shards; 0 holds nothing
   absl::Duration ttl = absl::Minutes(1);
   size_t shards = 16;
+  // Each entry lives ttl * (1 - ttl_jitter * u), u uniform in [0, 1), so entries filled together
+  // (a warm-up, a bulk read) do not all expire together and send one burst of reads to Redis.
+  double ttl_jitter = 0;
 };
 
 class LocalCache {
@@ -59,7 +63,9 @@ class LocalCache {
     mutable absl::Mutex mu;
     absl::flat_hash_map<std::string, Entry> entries ABSL_GUARDED_BY(mu);
     std::list<std::string> lru ABSL_GUARDED_BY(mu);
+    std::minstd_rand jitter ABSL_GUARDED_BY(mu);
   };
+  absl::Time ExpiryLocked(Shard& shard, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   Shard& ShardOf(absl::string_view key);
   static void EraseLocked(Shard& shard, absl::string_view key)

@@ -27,7 +27,8 @@ struct RegistryConfig {
   absl::Duration cache_ttl = absl::Minutes(10);
   // The in-process tier in front of Redis (common/cache/near_cache.h): max_entries 0 turns it off.
   // Used only with Redis, whose invalidation feed keeps it honest.
-  cache::LocalCacheOptions local_cache;
+  cache::LocalCacheOptions local_cache = {/*max_entries=*/50000, /*ttl=*/absl::Minutes(5),
+                                          /*shards=*/16, /*ttl_jitter=*/0.25};
   auth::VerifierOptions auth;
   // Accept calls without a token, as a city-wide admin. For the local run command only.
   bool insecure_disable_auth = false;

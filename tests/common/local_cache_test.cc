@@ -169,6 +169,29 @@ TEST_F(LocalCacheTest, Ttl_RefillRestartsLife) {
   EXPECT_EQ(cache_.Get("org:1"), std::nullopt);
 }
 
+// With jitter 0.25, every entry lives between 0.75 and 1.0 of the TTL, and not all alike.
+TEST(LocalCacheJitterTest, Ttl_JitterSpreadsExpiryWithinItsBounds) {
+  FakeClock clock;
+  LocalCacheOptions options{/*max_entries=*/1000, kTtl, /*shards=*/4};
+  options.ttl_jitter = 0.25;
+  LocalCache cache(options, clock);
+  constexpr int kEntries = 400;
+  for (int i = 0; i < kEntries; ++i) ASSERT_TRUE(Put(cache, absl::StrCat("k", i), Value(1, "x")));
+  auto held = [&] {
+    int n = 0;
+    for (int i = 0; i < kEntries; ++i) n += cache.Get(absl::StrCat("k", i)).has_value() ? 1 : 0;
+    return n;
+  };
+  clock.Advance(kTtl * 0.75 - absl::Nanoseconds(1));
+  EXPECT_EQ(held(), kEntries) << "an entry expired before 0.75 of the TTL";
+  clock.Advance(kTtl * 0.125);
+  const int midway = held();
+  EXPECT_GT(midway, 0) << "all expired at once: no spread";
+  EXPECT_LT(midway, kEntries) << "none expired by 0.875 of the TTL: no spread";
+  clock.Advance(kTtl * 0.125 + absl::Nanoseconds(1));
+  EXPECT_EQ(held(), 0) << "an entry outlived the TTL";
+}
+
 TEST(LocalCacheLruTest, Lru_EvictsLeastRecentlyPutWhenNothingRead) {
   FakeClock clock;
   LocalCache cache(LocalCacheOptions{/*max_entries=*/2, kTtl, /*shards=*/1}, clock);
