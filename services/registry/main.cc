@@ -54,6 +54,8 @@ ABSL_FLAG(std::string, tls_cert_file, "", "PEM server certificate (required off 
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of the server certificate");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA bundle; when set, clients must present certificates it signed");
+ABSL_FLAG(absl::Duration, gauges_interval, absl::Seconds(30),
+          "how often org counts (dj_registry_orgs) are read from PostgreSQL for /metrics");
 ABSL_FLAG(absl::Duration, feed_poll_interval, absl::Milliseconds(200),
           "how often the change feed looks for changes committed by other replicas");
 
@@ -95,6 +97,10 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
   if (local_entries < 0) return absl::InvalidArgumentError("--local_cache_entries must be >= 0");
   config.local_cache.max_entries = static_cast<size_t>(local_entries);
   config.local_cache.ttl = absl::GetFlag(FLAGS_local_cache_ttl);
+  config.gauges_interval = absl::GetFlag(FLAGS_gauges_interval);
+  if (config.gauges_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--gauges_interval must be positive");
+  }
   if (config.local_cache.ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--local_cache_ttl must be positive");
   }

@@ -11,6 +11,7 @@
 #include "services/registry/api/registry_service.h"
 #include "services/registry/store/cached_org_repository.h"
 #include "services/registry/store/change_notifier.h"
+#include "services/registry/store/org_gauges.h"
 #include "services/registry/store/pg_org_repository.h"
 
 namespace dangjian::registry {
@@ -35,6 +36,7 @@ struct RegistryApp::Parts {
   std::unique_ptr<PgOrgRepository> pg_repo;
   std::unique_ptr<CachedOrgRepository> cached_repo;
   std::unique_ptr<ChangeNotifier> notifier;
+  std::unique_ptr<OrgGauges> gauges;
   std::unique_ptr<WorkerPool> workers;
   std::unique_ptr<auth::TokenVerifier> verifier;
   std::unique_ptr<OrgRegistryService> service;
@@ -87,6 +89,9 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
       std::make_unique<CachedOrgRepository>(*parts->pg_repo, *parts->cache, config.cache_ttl);
   parts->notifier = std::make_unique<ChangeNotifier>(*parts->pg_repo, config.feed_poll_interval);
   parts->notifier->Start();
+  parts->gauges =
+      std::make_unique<OrgGauges>(*parts->pg_repo, *parts->registry, config.gauges_interval);
+  parts->gauges->Start();
   parts->workers =
       std::make_unique<WorkerPool>(config.worker_threads, static_cast<size_t>(config.worker_queue));
   if (config.insecure_disable_auth) {
@@ -129,6 +134,7 @@ void RegistryApp::Shutdown() {
     // Change-feed streams never end by themselves: end them first (clients resume from their
     // last revision elsewhere), then drain the unary calls.
     parts_->notifier->Stop();
+    parts_->gauges->Stop();
     parts_->host->Shutdown();
     parts_->workers->Shutdown();
   });

@@ -34,6 +34,8 @@ struct RegistryConfig {
   bool insecure_disable_auth = false;
   int worker_threads = 8;
   int worker_queue = 4096;
+  // How often the business gauges (dj_registry_orgs, dj_registry_feed_head_revision) are counted.
+  absl::Duration gauges_interval = absl::Seconds(30);
   // How often the change feed polls PostgreSQL for changes committed by other replicas.
   absl::Duration feed_poll_interval = absl::Milliseconds(200);
 };

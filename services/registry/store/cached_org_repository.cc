@@ -160,6 +160,10 @@ absl::StatusOr<int64_t> CachedOrgRepository::HeadRevision(const ReadContext& ctx
   return inner_.HeadRevision(ctx);
 }
 
+absl::StatusOr<std::vector<OrgCount>> CachedOrgRepository::CountOrgs(const ReadContext& ctx) {
+  return inner_.CountOrgs(ctx);
+}
+
 absl::Status CachedOrgRepository::AuditRefused(const audit::AuditRecord& record) {
   return inner_.AuditRefused(record);
 }

@@ -83,6 +83,14 @@ struct ListPage {
   bool more = false;  // another page follows (it starts after orgs.back()'s path)
 };
 
+// How many orgs have one combination of kind, domain and status (for business gauges).
+struct OrgCount {
+  OrgKind kind = OrgKind::kCommittee;
+  OrgDomain domain = OrgDomain::kOther;
+  OrgStatus status = OrgStatus::kActive;
+  int64_t count = 0;
+};
+
 struct ImportRow {
   int64_t row_number = 0;
   std::string parent_code;  // empty: a root
@@ -145,6 +153,8 @@ class OrgRepository {
   virtual absl::StatusOr<std::vector<Change>> ChangesSince(int64_t after, int limit,
                                                            const ReadContext& ctx) = 0;
   virtual absl::StatusOr<int64_t> HeadRevision(const ReadContext& ctx) = 0;
+  // Counts of orgs by kind, domain and status; combinations with no org are absent.
+  virtual absl::StatusOr<std::vector<OrgCount>> CountOrgs(const ReadContext& ctx) = 0;
 
   // Audits a mutating call refused before it reached the store (authentication, role, validation).
   virtual absl::Status AuditRefused(const audit::AuditRecord& record) = 0;

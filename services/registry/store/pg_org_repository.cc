@@ -32,6 +32,7 @@ constexpr char kListOrgs[] = "registry_list_orgs";
 constexpr char kLockHead[] = "registry_lock_head";
 constexpr char kSetHead[] = "registry_set_head";
 constexpr char kHead[] = "registry_head";
+constexpr char kCountOrgs[] = "registry_count_orgs";
 constexpr char kByRequestId[] = "registry_org_by_request_id";
 constexpr char kCodeOwner[] = "registry_code_owner";
 constexpr char kNextIds[] = "registry_next_ids";
@@ -69,6 +70,8 @@ void PrepareStatements(sql::PgPool& pool) {
   pool.Prepare(kLockHead, "SELECT revision FROM feed_head FOR UPDATE");
   pool.Prepare(kSetHead, "UPDATE feed_head SET revision = $1");
   pool.Prepare(kHead, "SELECT revision FROM feed_head");
+  pool.Prepare(kCountOrgs,
+               "SELECT kind, domain, status, count(*) FROM orgs GROUP BY kind, domain, status");
   pool.Prepare(kByRequestId,
                "SELECT id, create_request_hash FROM orgs WHERE create_request_id = $1");
   pool.Prepare(kCodeOwner, "SELECT id FROM orgs WHERE code = $1");
@@ -682,6 +685,25 @@ absl::StatusOr<int64_t> PgOrgRepository::HeadRevision(const ReadContext& ctx) {
                   return absl::OkStatus();
                 }));
   return head;
+}
+
+absl::StatusOr<std::vector<OrgCount>> PgOrgRepository::CountOrgs(const ReadContext& ctx) {
+  std::vector<OrgCount> counts;
+  DJ_RETURN_IF_ERROR(
+      pool_.Run({"registry.count_orgs", sql::Isolation::kReadCommitted, true, ctx.deadline},
+                [&](pqxx::transaction_base& tx) {
+                  counts.clear();
+                  for (const pqxx::row& row : tx.exec_prepared(kCountOrgs)) {
+                    OrgCount c;
+                    c.kind = static_cast<OrgKind>(row[0].as<int>());
+                    c.domain = static_cast<OrgDomain>(row[1].as<int>());
+                    c.status = static_cast<OrgStatus>(row[2].as<int>());
+                    c.count = row[3].as<int64_t>();
+                    counts.push_back(c);
+                  }
+                  return absl::OkStatus();
+                }));
+  return counts;
 }
 
 absl::Status PgOrgRepository::AuditRefused(const audit::AuditRecord& record) {

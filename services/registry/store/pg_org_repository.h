@@ -35,6 +35,7 @@ class PgOrgRepository final : public OrgRepository {
   absl::StatusOr<std::vector<Change>> ChangesSince(int64_t after, int limit,
                                                    const ReadContext& ctx) override;
   absl::StatusOr<int64_t> HeadRevision(const ReadContext& ctx) override;
+  absl::StatusOr<std::vector<OrgCount>> CountOrgs(const ReadContext& ctx) override;
   absl::Status AuditRefused(const audit::AuditRecord& record) override;
 
  private:
