@@ -84,6 +84,18 @@ class RedisInvalidationsTest : public ::testing::Test {
     return held ? held->data : "(not held)";
   }
 
+  // A local tier and its feed, subscribed (the test fails at once if it never gets there).
+  struct Subscribed {
+    explicit Subscribed(const RedisOptions& options)
+        : feed(options, {"org:"}, local, &metrics, kPing) {
+      EXPECT_TRUE(PollUntil([&] { return feed.Current(); }, kWait)) << "never subscribed";
+    }
+    prometheus::Registry registry;
+    metrics::LocalCacheMetrics metrics{registry};
+    LocalCache local{LocalCacheOptions{}};
+    RedisInvalidationFeed feed;
+  };
+
   static bool Keep(LocalCache& local, const std::string& key, int64_t version) {
     return local.PutIfUnchanged(key, {version, absl::StrCat("v", version)}, local.generation());
   }
@@ -102,9 +114,8 @@ TEST_F(RedisInvalidationsTest, Feed_BecomesCurrentOnceSubscribed) {
 }
 
 TEST_F(RedisInvalidationsTest, Feed_ChangeByAnotherClientDropsOnlyThatKey) {
-  LocalCache local(LocalCacheOptions{});
-  RedisInvalidationFeed feed(options_, {"org:"}, local, nullptr, kPing);
-  ASSERT_TRUE(PollUntil([&] { return feed.Current(); }, kWait));
+  Subscribed sub(options_);
+  LocalCache& local = sub.local;
   ASSERT_TRUE(Keep(local, "org:1", 1));
   ASSERT_TRUE(Keep(local, "org:2", 1));
   ASSERT_TRUE(Keep(local, "list:1", 1));  // outside the tracked prefix
@@ -118,9 +129,8 @@ TEST_F(RedisInvalidationsTest, Feed_ChangeByAnotherClientDropsOnlyThatKey) {
 }
 
 TEST_F(RedisInvalidationsTest, Feed_KeysOfAnotherPrefixAreNotAnnounced) {
-  LocalCache local(LocalCacheOptions{});
-  RedisInvalidationFeed feed(options_, {"org:"}, local, nullptr, kPing);
-  ASSERT_TRUE(PollUntil([&] { return feed.Current(); }, kWait));
+  Subscribed sub(options_);
+  LocalCache& local = sub.local;
   ASSERT_TRUE(Keep(local, "org:7", 1));
   ASSERT_TRUE(Keep(local, "org:8", 1));
   Raw("SET dj:other:org:7 x");  // another service's key space
@@ -130,9 +140,8 @@ TEST_F(RedisInvalidationsTest, Feed_KeysOfAnotherPrefixAreNotAnnounced) {
 }
 
 TEST_F(RedisInvalidationsTest, Feed_WriteThroughRedisCacheScriptIsAnnounced) {
-  LocalCache local(LocalCacheOptions{});
-  RedisInvalidationFeed feed(options_, {"org:"}, local, nullptr, kPing);
-  ASSERT_TRUE(PollUntil([&] { return feed.Current(); }, kWait));
+  Subscribed sub(options_);
+  LocalCache& local = sub.local;
   ASSERT_TRUE(Keep(local, "org:3", 1));
   RedisCache writer(options_, nullptr);
   writer.SetAfterWrite("org:3", {2, "v2"}, absl::Minutes(1));
@@ -140,11 +149,8 @@ TEST_F(RedisInvalidationsTest, Feed_WriteThroughRedisCacheScriptIsAnnounced) {
 }
 
 TEST_F(RedisInvalidationsTest, Feed_FlushAllEmptiesLocalTier) {
-  prometheus::Registry registry;
-  metrics::LocalCacheMetrics metrics(registry);
-  LocalCache local(LocalCacheOptions{});
-  RedisInvalidationFeed feed(options_, {"org:"}, local, &metrics, kPing);
-  ASSERT_TRUE(PollUntil([&] { return feed.Current(); }, kWait));
+  Subscribed sub(options_);
+  auto& [registry, metrics, local, feed] = sub;
   ASSERT_TRUE(Keep(local, "org:1", 1));
   ASSERT_TRUE(Keep(local, "org:2", 1));
   Raw("FLUSHALL");
@@ -153,11 +159,8 @@ TEST_F(RedisInvalidationsTest, Feed_FlushAllEmptiesLocalTier) {
 }
 
 TEST_F(RedisInvalidationsTest, Feed_RedisKilled_NotCurrentThenResubscribesAndEmptiesLocal) {
-  prometheus::Registry registry;
-  metrics::LocalCacheMetrics metrics(registry);
-  LocalCache local(LocalCacheOptions{});
-  RedisInvalidationFeed feed(options_, {"org:"}, local, &metrics, kPing);
-  ASSERT_TRUE(PollUntil([&] { return feed.Current(); }, kWait));
+  Subscribed sub(options_);
+  auto& [registry, metrics, local, feed] = sub;
   ASSERT_TRUE(Keep(local, "org:1", 1));
   EXPECT_EQ(metrics.feed_current.Value(), 1);
 
@@ -177,11 +180,8 @@ TEST_F(RedisInvalidationsTest, Feed_RedisKilled_NotCurrentThenResubscribesAndEmp
 }
 
 TEST_F(RedisInvalidationsTest, Feed_RedisPaused_NotCurrentWithinPingDeadline) {
-  prometheus::Registry registry;
-  metrics::LocalCacheMetrics metrics(registry);
-  LocalCache local(LocalCacheOptions{});
-  RedisInvalidationFeed feed(options_, {"org:"}, local, &metrics, kPing);
-  ASSERT_TRUE(PollUntil([&] { return feed.Current(); }, kWait));
+  Subscribed sub(options_);
+  auto& [registry, metrics, local, feed] = sub;
   ASSERT_TRUE(Keep(local, "org:1", 1));
   server_->Pause();
   // A Redis that answers nothing cannot announce either: the feed stops vouching within about

@@ -151,6 +151,18 @@ class CacheFaultTest : public RegistryFixture {
         absl::Seconds(15));
   }
 
+  // Reads `id` until a read is answered from the in-process tier (Redis must have served it
+  // once while the invalidation feed was current); `got` is the last answer.
+  bool ReadUntilHeldInMemory(int64_t id, v1::Org* got) {
+    return testing::PollUntil(
+        [&] {
+          const double local_hits = LocalRequests("hit");
+          EXPECT_TRUE(GetFast(id, got).ok());
+          return LocalRequests("hit") > local_hits;
+        },
+        absl::Seconds(10));
+  }
+
   bool paused_ = false;
 };
 
@@ -368,15 +380,7 @@ TEST_F(CacheFaultTest, RedisPaused_UpdateDuringPauseIsNeverServedStaleAfterResum
 TEST_F(CacheFaultTest, LocalTier_ThirdGetOrgIsServedFromMemory) {
   Tree t = MakeTree();
   v1::Org got;
-  ASSERT_TRUE(ReadUntilCacheHit(t.branch.id(), t.branch.name()));
-  // Once Redis has answered while the feed is current, the copy is kept.
-  ASSERT_TRUE(testing::PollUntil(
-      [&] {
-        const double local_hits = LocalRequests("hit");
-        EXPECT_TRUE(GetFast(t.branch.id(), &got).ok());
-        return LocalRequests("hit") > local_hits;
-      },
-      absl::Seconds(10)));
+  ASSERT_TRUE(ReadUntilHeldInMemory(t.branch.id(), &got));
   const double redis_hits = CacheRequests("hit");
   const double redis_misses = CacheRequests("miss");
   const double local_hits = LocalRequests("hit");
@@ -399,14 +403,7 @@ TEST_F(CacheFaultTest, LocalTier_ThirdGetOrgIsServedFromMemory) {
 TEST_F(CacheFaultTest, LocalTier_OutOfScopeIsDeniedEvenWhenHeld) {
   Tree t = MakeTree();
   v1::Org got;
-  ASSERT_TRUE(ReadUntilCacheHit(t.branch.id(), t.branch.name()));
-  ASSERT_TRUE(testing::PollUntil(
-      [&] {
-        const double local_hits = LocalRequests("hit");
-        EXPECT_TRUE(GetFast(t.branch.id(), &got).ok());
-        return LocalRequests("hit") > local_hits;
-      },
-      absl::Seconds(10)));
+  ASSERT_TRUE(ReadUntilHeldInMemory(t.branch.id(), &got));
   const std::string outside = Token({"registry.read"}, t.d2.id());
   const std::string inside = Token({"registry.read"}, t.d1.id());
   grpc::Status st = Get(t.branch.id(), &got, outside);
