@@ -1,6 +1,7 @@
 // dj-health: a grpc.health.v1 probe for scripts, CI and container health checks.
 //
 //   dj-health --target 127.0.0.1:50051 [--service dangjian.registry.v1.OrgRegistry] [--timeout 5s]
+//             [--tls_ca_file ca.pem [--tls_server_name registry.example]]
 //
 // Exits 0 when the server answers SERVING for --service ("" is the server as a whole), 1 for any
 // other answer or error (printed on stderr), 2 for bad flags. The call waits for the channel to
@@ -16,7 +17,9 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <fstream>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -31,6 +34,12 @@ ABSL_FLAG(std::string, service, "",
           "the server as a whole");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(5),
           "deadline for connecting and answering, e.g. 500ms or 5s");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM CA bundle: use TLS and verify the server against it (plaintext when empty, which "
+          "the suite serves only on loopback)");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "with --tls_ca_file: the name the server's certificate must carry, when it differs from "
+          "the host of --target (e.g. probing 127.0.0.1 inside a container)");
 
 namespace {
 
@@ -111,6 +120,22 @@ std::optional<uint64_t> DecodeStatus(absl::string_view bytes) {
   return status;
 }
 
+// Plaintext without a CA file; else TLS verified against it. nullptr (reason on stderr) when the
+// file cannot be read.
+std::shared_ptr<grpc::ChannelCredentials> Credentials(const std::string& ca_file) {
+  if (ca_file.empty()) return grpc::InsecureChannelCredentials();
+  std::ifstream in(ca_file);
+  std::stringstream pem;
+  pem << in.rdbuf();
+  if (!in || pem.str().empty()) {
+    std::fprintf(stderr, "dj-health: cannot read --tls_ca_file %s\n", ca_file.c_str());
+    return nullptr;
+  }
+  grpc::SslCredentialsOptions options;
+  options.pem_root_certs = pem.str();
+  return grpc::SslCredentials(options);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -125,8 +150,17 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Plaintext: the suite serves plaintext only on loopback, where this probe runs.
-  grpc::GenericStub stub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  const std::string ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  const std::string server_name = absl::GetFlag(FLAGS_tls_server_name);
+  if (!server_name.empty() && ca_file.empty()) {
+    std::fprintf(stderr, "dj-health: --tls_server_name needs --tls_ca_file\n");
+    return 2;
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = Credentials(ca_file);
+  if (credentials == nullptr) return 2;
+  grpc::ChannelArguments args;
+  if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+  grpc::GenericStub stub(grpc::CreateCustomChannel(target, credentials, args));
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   context.set_wait_for_ready(true);  // a server still starting is waited for, up to the deadline

@@ -19,10 +19,12 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -714,6 +716,31 @@ TEST_F(ServiceHostTest, Tls_ServesTlsClientsAndRefusesPlaintext) {
 
   // channel_ (plaintext, set up by StartHost) cannot talk to a TLS listener.
   EXPECT_EQ(HealthOf(channel_, ""), std::nullopt);
+}
+
+// dj-health (the containers' health probe) speaks TLS when given the CA, and only then.
+TEST_F(ServiceHostTest, Tls_HealthCliProbesWithTheCaOnly) {
+  TlsFiles tls;
+  ASSERT_TRUE(tls.ok());
+  ServerOptions options = Options();
+  options.tls_cert_file = tls.cert_file();
+  options.tls_key_file = tls.key_file();
+  StartHost(options);
+  const std::string probe =
+      absl::StrCat(DJ_HEALTH_BIN, " --timeout 1s --target 127.0.0.1:", host_->port(),
+                   " --service dangjian.registry.v1.OrgRegistry");
+  auto exit_code = [](const std::string& command) {
+    const int status = std::system((command + " >/dev/null 2>&1").c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  // A negative probe waits out its 1 s deadline (the channel never becomes ready).
+  EXPECT_EQ(exit_code(absl::StrCat(probe, " --timeout 5s --tls_ca_file ", tls.cert_file())), 0);
+  EXPECT_EQ(exit_code(probe), 1) << "plaintext must not reach a TLS listener";
+  // The certificate names 127.0.0.1, not this name: verification fails.
+  EXPECT_EQ(exit_code(absl::StrCat(probe, " --tls_ca_file ", tls.cert_file(),
+                                   " --tls_server_name other.example")),
+            1);
+  EXPECT_EQ(exit_code(absl::StrCat(probe, " --tls_ca_file /nonexistent/ca.pem")), 2);
 }
 
 TEST_F(ServiceHostTest, Tls_ClientCaRequiresClientCertificates) {
