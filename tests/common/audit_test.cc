@@ -15,6 +15,7 @@
 #include "common/sql/migrations.h"
 #include "common/sql/pg_pool.h"
 #include "common/testing/harness.h"
+#include "common/testing/postgres_test.h"
 
 namespace dangjian::audit {
 namespace {
@@ -32,28 +33,13 @@ AuditRecord Record(int n, const std::string& outcome = "OK") {
   return r;
 }
 
-class AuditTest : public ::testing::Test {
+class AuditTest : public testing::PostgresDatabaseTest {
  protected:
-  static void SetUpTestSuite() {
-    auto server = PostgresServer::Start();
-    if (server.ok()) {
-      server_ = server->release();
-    } else {
-      ADD_FAILURE() << "PostgreSQL did not start: " << server.status();
-    }
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
   void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    db_ = absl::AsciiStrToLower(
-        absl::StrCat("t_", ::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    ASSERT_TRUE(server_->CreateDatabase(db_).ok());
+    PostgresDatabaseTest::SetUp();
+    if (HasFatalFailure()) return;
     sql::PgPoolOptions options;
-    options.conninfo = server_->ConnInfo(db_);
+    options.conninfo = ConnInfo();
     options.size = 4;
     auto pool = sql::PgPool::Create(options);
     ASSERT_TRUE(pool.ok()) << pool.status();
@@ -63,18 +49,9 @@ class AuditTest : public ::testing::Test {
   }
   void TearDown() override {
     pool_.reset();
-    if (server_ != nullptr) {
-      EXPECT_TRUE(server_->DropDatabase(db_).ok());
-    }
+    PostgresDatabaseTest::TearDown();
   }
 
-  pqxx::result Sql(const std::string& sql) {
-    pqxx::connection conn(server_->ConnInfo(db_));
-    pqxx::work tx(conn);
-    pqxx::result result = tx.exec(sql);
-    tx.commit();
-    return result;
-  }
   int64_t Rows() { return Sql("SELECT count(*) FROM audit_log")[0][0].as<int64_t>(); }
 
   void AppendMany(int n) {
@@ -86,12 +63,8 @@ class AuditTest : public ::testing::Test {
     return report.ok() ? *report : ChainReport{-1, -1};
   }
 
-  static PostgresServer* server_;
-  std::string db_;
   std::unique_ptr<sql::PgPool> pool_;
 };
-
-PostgresServer* AuditTest::server_ = nullptr;
 
 TEST_F(AuditTest, Append_InACommittedChangeIsStoredWithIt) {
   Sql("CREATE TABLE orgs (id int PRIMARY KEY)");

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/sql/pg_pool.h"
 #include "common/testing/harness.h"
+#include "common/testing/postgres_test.h"
 
 namespace dangjian::sql {
 namespace {
@@ -40,52 +41,28 @@ const Migration kAddCode{2, "add_code",
                          "CREATE UNIQUE INDEX orgs_code_idx ON orgs (code);"};
 const Migration kCreateUnits{3, "create_units", "CREATE TABLE units (id bigint PRIMARY KEY);"};
 
-class MigrationsTest : public ::testing::Test {
+class MigrationsTest : public testing::PostgresDatabaseTest {
  protected:
-  static void SetUpTestSuite() {
-    auto server = PostgresServer::Start();
-    if (server.ok()) {
-      server_ = server->release();
-    } else {
-      ADD_FAILURE() << "PostgreSQL did not start: " << server.status();
-    }
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
   void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    db_ = absl::AsciiStrToLower(
-        absl::StrCat("t_", ::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    ASSERT_TRUE(server_->CreateDatabase(db_).ok());
+    PostgresDatabaseTest::SetUp();
+    if (HasFatalFailure()) return;
     pool_ = MakePool();
     ASSERT_NE(pool_, nullptr);
   }
   void TearDown() override {
     pool_.reset();
-    if (server_ != nullptr) {
-      EXPECT_TRUE(server_->DropDatabase(db_).ok());
-    }
+    PostgresDatabaseTest::TearDown();
   }
 
   std::unique_ptr<PgPool> MakePool() {
     PgPoolOptions options;
-    options.conninfo = server_->ConnInfo(db_);
+    options.conninfo = ConnInfo();
     options.size = 2;
     auto pool = PgPool::Create(options);
     EXPECT_TRUE(pool.ok()) << pool.status();
     return pool.ok() ? std::move(*pool) : nullptr;
   }
 
-  pqxx::result Sql(const std::string& sql) {
-    pqxx::connection conn(server_->ConnInfo(db_));
-    pqxx::work tx(conn);
-    pqxx::result result = tx.exec(sql);
-    tx.commit();
-    return result;
-  }
   bool TableExists(const std::string& name) {
     return !Sql("SELECT to_regclass('" + name + "')")[0][0].is_null();
   }
@@ -98,12 +75,8 @@ class MigrationsTest : public ::testing::Test {
     return versions;
   }
 
-  static PostgresServer* server_;
-  std::string db_;
   std::unique_ptr<PgPool> pool_;
 };
-
-PostgresServer* MigrationsTest::server_ = nullptr;
 
 TEST_F(MigrationsTest, Apply_AppliesEveryMigrationAndRecordsIt) {
   auto report = ApplyMigrations(*pool_, "registry", {kCreateOrgs, kAddCode});

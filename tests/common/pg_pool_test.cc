@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/testing/harness.h"
+#include "common/testing/postgres_test.h"
 
 namespace dangjian::sql {
 namespace {
@@ -26,38 +27,18 @@ using ::dangjian::testing::PostgresServer;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-class PgPoolTest : public ::testing::Test {
+class PgPoolTest : public testing::PostgresDatabaseTest {
  protected:
-  static void SetUpTestSuite() {
-    auto server = PostgresServer::Start();
-    if (server.ok()) {
-      server_ = server->release();
-    } else {
-      ADD_FAILURE() << "PostgreSQL did not start: " << server.status();
-    }
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
   void SetUp() override {
-    ASSERT_NE(server_, nullptr);
-    db_ = absl::AsciiStrToLower(
-        absl::StrCat("t_", ::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    ASSERT_TRUE(server_->CreateDatabase(db_).ok());
+    PostgresDatabaseTest::SetUp();
+    if (HasFatalFailure()) return;
     Sql("CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, "
         "parent integer REFERENCES items (id), qty integer CHECK (qty >= 0))");
-  }
-  void TearDown() override {
-    if (server_ != nullptr) {
-      EXPECT_TRUE(server_->DropDatabase(db_).ok());
-    }
   }
 
   PgPoolOptions Options() const {
     PgPoolOptions options;
-    options.conninfo = server_->ConnInfo(db_);
+    options.conninfo = ConnInfo();
     options.size = 4;
     options.acquire_timeout = absl::Seconds(5);
     options.statement_timeout = absl::Seconds(5);
@@ -70,14 +51,6 @@ class PgPoolTest : public ::testing::Test {
     return pool.ok() ? std::move(*pool) : nullptr;
   }
 
-  // Runs `sql` outside the pool, on a connection of the test's own.
-  pqxx::result Sql(const std::string& sql) {
-    pqxx::connection conn(server_->ConnInfo(db_));
-    pqxx::work tx(conn);
-    pqxx::result result = tx.exec(sql);
-    tx.commit();
-    return result;
-  }
   int64_t Count(const std::string& table) {
     return Sql("SELECT count(*) FROM " + table)[0][0].as<int64_t>();
   }
@@ -94,12 +67,7 @@ class PgPoolTest : public ::testing::Test {
       return absl::OkStatus();
     };
   }
-
-  static PostgresServer* server_;
-  std::string db_;
 };
-
-PostgresServer* PgPoolTest::server_ = nullptr;
 
 TEST_F(PgPoolTest, Run_CommitsWorkThatReturnsOk) {
   auto pool = MakePool(Options());
