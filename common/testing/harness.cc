@@ -188,7 +188,10 @@ absl::Status PostgresServer::DropDatabase(absl::string_view name) {
 }
 
 absl::Status PostgresServer::TerminateConnections(absl::string_view database) {
-  return Psql(*this, absl::StrCat("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+  // The timeout (ms) makes PostgreSQL wait until each backend process is gone, so its socket is
+  // closed and the client can see it; without it the backend may still be between leaving
+  // pg_stat_activity and closing the socket when the test goes on.
+  return Psql(*this, absl::StrCat("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
                                   "WHERE datname = '",
                                   database, "' AND pid <> pg_backend_pid()"));
 }

@@ -33,7 +33,8 @@ class PostgresServer {
   std::string ConnInfo(absl::string_view database = "postgres") const;
   absl::Status CreateDatabase(absl::string_view name);
   absl::Status DropDatabase(absl::string_view name);
-  // Kills every backend connected to `database` (fault tests: dropped connections).
+  // Kills every backend connected to `database` (fault tests: dropped connections) and waits, up
+  // to 10 s, until their processes are gone and so their sockets closed.
   absl::Status TerminateConnections(absl::string_view database);
   void Stop();
 
