@@ -11,6 +11,7 @@ packages=(
   postgresql redis-server prometheus
   python3
   curl openssl
+  podman runc netavark aardvark-dns debootstrap podman-compose
 )
 
 missing=()
