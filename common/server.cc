@@ -350,6 +350,18 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   for (std::string& name : registered_names) {
     if (!absl::StartsWith(name, "grpc.")) host->service_names_.push_back(std::move(name));
   }
+  if (!options.health_address.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(options.health_address, grpc::InsecureServerCredentials(),
+                                    &host->health_port_);
+    health_builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    host->health_server_ = health_builder.BuildAndStart();
+    if (host->health_server_ == nullptr || host->health_port_ == 0 ||
+        host->health_server_->GetHealthCheckService() == nullptr) {
+      return absl::UnavailableError(  // ~ServiceHost stops the main server
+          absl::StrCat("cannot listen on health_address ", options.health_address));
+    }
+  }
 
   // The default health service starts with "" SERVING; correct that before returning, so callers
   // never see SERVING from a host whose readiness check fails.
@@ -361,6 +373,7 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   host->readiness_thread_ = std::thread([h = host.get()] { h->ReadinessLoop(); });
   log::Info("server started", {{"address", options.address},
                                {"port", host->port_},
+                               {"health_port", host->health_port_},
                                {"tls", !options.tls_cert_file.empty()},
                                {"services", absl::StrJoin(host->service_names_, ",")},
                                {"serving", host->serving()}});
@@ -384,6 +397,11 @@ void ServiceHost::Shutdown() {
       // returns once every call is done.
       server_->Shutdown(absl::ToChronoTime(begin + options_.shutdown_grace));
       server_->Wait();
+      // Probes saw NOT_SERVING throughout the drain; the health listener goes last.
+      if (health_server_ != nullptr) {
+        health_server_->Shutdown(absl::ToChronoTime(absl::Now()));
+        health_server_->Wait();
+      }
       log::Info("server stopped", {{"drain_ms", absl::ToDoubleMilliseconds(absl::Now() - begin)}});
     }
     stop_.Notify();
@@ -422,6 +440,11 @@ void ServiceHost::SetHealthLocked(bool serving) {
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus("", serving);
   for (const std::string& name : service_names_) health->SetServingStatus(name, serving);
+  if (health_server_ != nullptr) {
+    grpc::HealthCheckServiceInterface* probe = health_server_->GetHealthCheckService();
+    probe->SetServingStatus("", serving);
+    for (const std::string& name : service_names_) probe->SetServingStatus(name, serving);
+  }
 }
 
 namespace {

@@ -9,6 +9,9 @@
 // Thread-safe: Shutdown() may be called from any thread, once or more.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+#include <prometheus/registry.h>
+
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -16,9 +19,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
-#include <prometheus/registry.h>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -28,12 +28,17 @@
 namespace dangjian {
 
 struct ServerOptions {
-  std::string service_name;            // e.g. "registry", for logs
+  std::string service_name;             // e.g. "registry", for logs
   std::string address = "127.0.0.1:0";  // port 0 picks a free port
   // TLS: required when `address` is not a loopback address.
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_client_ca_file;  // optional: require client certificates signed by this CA
+  // Optional second listener, plaintext on any address, serving only grpc.health.v1 (and gRPC's
+  // reflection, which every server here carries) with the same statuses as the main one: for
+  // orchestrator probes that cannot speak TLS, such as Kubernetes' native gRPC probes. It
+  // reveals whether the service is serving, nothing else. Empty: none.
+  std::string health_address;
   int max_message_bytes = 16 * 1024 * 1024;
   absl::Duration keepalive_time = absl::Seconds(60);
   absl::Duration keepalive_timeout = absl::Seconds(20);
@@ -53,6 +58,7 @@ class ServiceHost {
   ~ServiceHost();  // Shutdown()
 
   int port() const { return port_; }
+  int health_port() const { return health_port_; }  // 0 without a health listener
   // Drains and stops (see above). Blocks until the server has stopped.
   void Shutdown();
   bool serving() const { return serving_.load(); }
@@ -67,12 +73,14 @@ class ServiceHost {
 
   ServerOptions options_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;  // the health-only listener, if any
   // Full names of the registered application services ("dangjian.registry.v1.OrgRegistry"), as
   // gRPC itself recorded them when BuildAndStart registered the services; grpc.* services (health,
   // reflection) are left out.
   std::vector<std::string> service_names_;
   std::function<bool()> ready_;
   int port_ = 0;
+  int health_port_ = 0;
   std::atomic<bool> serving_{false};
   std::atomic<bool> draining_{false};
   // Orders health updates: once Shutdown() has set NOT_SERVING under it, a readiness check that

@@ -52,6 +52,9 @@ ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM server certificate (required off loopback)");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of the server certificate");
+ABSL_FLAG(std::string, health_address, "",
+          "optional plaintext listener serving only grpc.health.v1, for probes that cannot speak "
+          "TLS (e.g. Kubernetes gRPC probes), such as 0.0.0.0:8086; empty: none");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA bundle; when set, clients must present certificates it signed");
 ABSL_FLAG(absl::Duration, gauges_interval, absl::Seconds(30),
@@ -69,6 +72,7 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
   config.server.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   config.server.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   config.server.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  config.server.health_address = absl::GetFlag(FLAGS_health_address);
   config.server.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   config.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   config.pg.conninfo = absl::GetFlag(FLAGS_pg_conninfo);

@@ -775,5 +775,42 @@ TEST(ShutdownSignalsTest, WaitReturnsTheBlockedSignal) {
   EXPECT_EQ(WaitForShutdownSignal(), SIGINT);
 }
 
+// The plaintext health-only listener (for probes that cannot speak TLS) mirrors the main
+// server's statuses, serves nothing else, and closes with the host.
+TEST_F(ServiceHostTest, HealthListener_MirrorsStatusAndServesOnlyHealth) {
+  TlsFiles tls;
+  ASSERT_TRUE(tls.ok());
+  ServerOptions options = Options();
+  options.tls_cert_file = tls.cert_file();  // the main port speaks TLS only
+  options.tls_key_file = tls.key_file();
+  options.health_address = "127.0.0.1:0";
+  StartHost(options);
+  ASSERT_GT(host_->health_port(), 0);
+  ASSERT_NE(host_->health_port(), host_->port());
+  auto probe = grpc::CreateChannel(absl::StrCat("127.0.0.1:", host_->health_port()),
+                                   grpc::InsecureChannelCredentials());
+  EXPECT_EQ(HealthOf(probe, ""), kServing);
+  EXPECT_EQ(HealthOf(probe, kRegistryService), kServing);
+
+  ready_ = false;
+  EXPECT_TRUE(testing::PollUntil([&] { return HealthOf(probe, kRegistryService) == kNotServing; },
+                                 absl::Seconds(10)));
+  ready_ = true;
+  EXPECT_TRUE(testing::PollUntil([&] { return HealthOf(probe, kRegistryService) == kServing; },
+                                 absl::Seconds(10)));
+
+  // The application's methods are not there.
+  auto stub = OrgRegistry::NewStub(probe);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  GetOrgRequest request;
+  request.set_id(1);
+  Org org;
+  EXPECT_EQ(stub->GetOrg(&context, request, &org).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+
+  host_->Shutdown();
+  EXPECT_EQ(HealthOf(probe, ""), std::nullopt) << "the health listener outlived the host";
+}
+
 }  // namespace
 }  // namespace dangjian
