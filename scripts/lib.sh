@@ -39,6 +39,17 @@ dj_server_dir() {
 # --- ports ----------------------------------------------------------------------------------
 
 # True if something accepts TCP connections on 127.0.0.1:$1 (this also sees 0.0.0.0 listeners).
+# dj_tail_logs DIR LINES: the last LINES lines of every non-empty DIR/*.log on stderr, to show
+# why a run failed.
+dj_tail_logs() {
+  local f
+  for f in "$1"/*.log; do
+    [[ -s $f ]] || continue
+    echo "---- last lines of ${f##*/} ----" >&2
+    tail -n "$2" "$f" >&2
+  done
+}
+
 dj_port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Refuses, naming the owner's variable, if port $2 (for $1, overridable by $3) is taken.

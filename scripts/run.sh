@@ -133,11 +133,7 @@ on_exit() {
   stop_all || rc=1
   if $smoke; then
     if ((rc != 0)); then
-      for f in "$logs"/*.log; do
-        [[ -s $f ]] || continue
-        echo "---- last lines of ${f##*/} ----" >&2
-        tail -n 25 "$f" >&2
-      done
+      dj_tail_logs "$logs" 25
     fi
     rm -rf "$work"
   fi

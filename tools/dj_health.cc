@@ -17,9 +17,7 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -27,6 +25,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "tools/client_files.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the gRPC server to probe");
 ABSL_FLAG(std::string, service, "",
@@ -120,22 +119,6 @@ std::optional<uint64_t> DecodeStatus(absl::string_view bytes) {
   return status;
 }
 
-// Plaintext without a CA file; else TLS verified against it. nullptr (reason on stderr) when the
-// file cannot be read.
-std::shared_ptr<grpc::ChannelCredentials> Credentials(const std::string& ca_file) {
-  if (ca_file.empty()) return grpc::InsecureChannelCredentials();
-  std::ifstream in(ca_file);
-  std::stringstream pem;
-  pem << in.rdbuf();
-  if (!in || pem.str().empty()) {
-    std::fprintf(stderr, "dj-health: cannot read --tls_ca_file %s\n", ca_file.c_str());
-    return nullptr;
-  }
-  grpc::SslCredentialsOptions options;
-  options.pem_root_certs = pem.str();
-  return grpc::SslCredentials(options);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -156,11 +139,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "dj-health: --tls_server_name needs --tls_ca_file\n");
     return 2;
   }
-  std::shared_ptr<grpc::ChannelCredentials> credentials = Credentials(ca_file);
-  if (credentials == nullptr) return 2;
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      dangjian::tools::ChannelCredentialsFor(ca_file);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "dj-health: --tls_ca_file: %s\n",
+                 std::string(credentials.status().message()).c_str());
+    return 2;
+  }
   grpc::ChannelArguments args;
   if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
-  grpc::GenericStub stub(grpc::CreateCustomChannel(target, credentials, args));
+  grpc::GenericStub stub(grpc::CreateCustomChannel(target, *credentials, args));
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   context.set_wait_for_ready(true);  // a server still starting is waited for, up to the deadline

@@ -25,12 +25,14 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "bench/city_tree.h"
 #include "bench/org_csv.h"
 #include "dangjian/registry/v1/registry.grpc.pb.h"
+#include "tools/client_files.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the registry");
 ABSL_FLAG(std::string, token, "", "bearer token (JWT) with the admin or registry.write role");
@@ -55,15 +57,6 @@ struct Input {
   std::vector<ImportOrgRow> rows;
   std::vector<int> lines;  // CSV line of each row, when read from a file
 };
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat("reading ", path, " failed"));
-  return text.str();
-}
 
 absl::StatusOr<Input> LoadInput() {
   const std::string csv = absl::GetFlag(FLAGS_csv);
@@ -109,36 +102,8 @@ absl::StatusOr<std::string> LoadToken() {
   return std::string(absl::StripAsciiWhitespace(token));
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> Credentials() {
-  const std::string ca_file = absl::GetFlag(FLAGS_tls_ca_file);
-  if (ca_file.empty()) return grpc::InsecureChannelCredentials();
-  auto ca = ReadFile(ca_file);
-  if (!ca.ok()) return ca.status();
-  grpc::SslCredentialsOptions options;
-  options.pem_root_certs = *ca;
-  return grpc::SslCredentials(options);
-}
-
-const char* CodeName(grpc::StatusCode code) {
-  static constexpr const char* kNames[] = {"OK",
-                                           "CANCELLED",
-                                           "UNKNOWN",
-                                           "INVALID_ARGUMENT",
-                                           "DEADLINE_EXCEEDED",
-                                           "NOT_FOUND",
-                                           "ALREADY_EXISTS",
-                                           "PERMISSION_DENIED",
-                                           "RESOURCE_EXHAUSTED",
-                                           "FAILED_PRECONDITION",
-                                           "ABORTED",
-                                           "OUT_OF_RANGE",
-                                           "UNIMPLEMENTED",
-                                           "INTERNAL",
-                                           "UNAVAILABLE",
-                                           "DATA_LOSS",
-                                           "UNAUTHENTICATED"};
-  const int index = static_cast<int>(code);
-  return index >= 0 && index < static_cast<int>(std::size(kNames)) ? kNames[index] : "UNKNOWN";
+std::string CodeName(grpc::StatusCode code) {
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
 
 int Run() {
@@ -170,7 +135,7 @@ int Run() {
     std::fprintf(stderr, "dj-import: %s\n", std::string(token.status().message()).c_str());
     return 2;
   }
-  auto credentials = Credentials();
+  auto credentials = ChannelCredentialsFor(absl::GetFlag(FLAGS_tls_ca_file));
   if (!credentials.ok()) {
     std::fprintf(stderr, "dj-import: %s\n", std::string(credentials.status().message()).c_str());
     return 2;
@@ -205,9 +170,10 @@ int Run() {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
   if (!status.ok()) {
-    std::fprintf(
-        stderr, "dj-import: ImportOrgs failed after %zu of %zu rows sent, %.2f s: %s: %s\n", sent,
-        input->rows.size(), seconds, CodeName(status.error_code()), status.error_message().c_str());
+    std::fprintf(stderr,
+                 "dj-import: ImportOrgs failed after %zu of %zu rows sent, %.2f s: %s: %s\n", sent,
+                 input->rows.size(), seconds, CodeName(status.error_code()).c_str(),
+                 status.error_message().c_str());
     if (absl::GetFlag(FLAGS_json)) {
       nlohmann::json line = {{"ok", false},
                              {"code", CodeName(status.error_code())},

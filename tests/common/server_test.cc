@@ -680,6 +680,11 @@ class TlsFiles {
   }
 
   bool ok() const { return !dir_.empty() && !cert_pem_.empty() && !key_pem_.empty(); }
+  // Makes `options` serve TLS with this certificate and key.
+  void ApplyTo(ServerOptions& options) const {
+    options.tls_cert_file = cert_file();
+    options.tls_key_file = key_file();
+  }
   std::string cert_file() const { return dir_ + "/cert.pem"; }
   std::string key_file() const { return dir_ + "/key.pem"; }
   const std::string& cert_pem() const { return cert_pem_; }
@@ -703,8 +708,7 @@ TEST_F(ServiceHostTest, Tls_ServesTlsClientsAndRefusesPlaintext) {
   TlsFiles tls;
   ASSERT_TRUE(tls.ok());
   ServerOptions options = Options();
-  options.tls_cert_file = tls.cert_file();
-  options.tls_key_file = tls.key_file();
+  tls.ApplyTo(options);
   StartHost(options);
   // An IP target (matched against the IP SAN) keeps the DNS resolver out of the test.
   const std::string target = "127.0.0.1:" + std::to_string(host_->port());
@@ -723,8 +727,7 @@ TEST_F(ServiceHostTest, Tls_HealthCliProbesWithTheCaOnly) {
   TlsFiles tls;
   ASSERT_TRUE(tls.ok());
   ServerOptions options = Options();
-  options.tls_cert_file = tls.cert_file();
-  options.tls_key_file = tls.key_file();
+  tls.ApplyTo(options);
   StartHost(options);
   const std::string probe =
       absl::StrCat(DJ_HEALTH_BIN, " --timeout 1s --target 127.0.0.1:", host_->port(),
@@ -747,8 +750,7 @@ TEST_F(ServiceHostTest, Tls_ClientCaRequiresClientCertificates) {
   TlsFiles tls;
   ASSERT_TRUE(tls.ok());
   ServerOptions options = Options();
-  options.tls_cert_file = tls.cert_file();
-  options.tls_key_file = tls.key_file();
+  tls.ApplyTo(options);
   options.tls_client_ca_file = tls.cert_file();  // the self-signed certificate is its own CA
   StartHost(options);
   // An IP target (matched against the IP SAN) keeps the DNS resolver out of the test.
@@ -781,8 +783,7 @@ TEST_F(ServiceHostTest, HealthListener_MirrorsStatusAndServesOnlyHealth) {
   TlsFiles tls;
   ASSERT_TRUE(tls.ok());
   ServerOptions options = Options();
-  options.tls_cert_file = tls.cert_file();  // the main port speaks TLS only
-  options.tls_key_file = tls.key_file();
+  tls.ApplyTo(options);  // the main port speaks TLS only
   options.health_address = "127.0.0.1:0";
   StartHost(options);
   ASSERT_GT(host_->health_port(), 0);

@@ -84,11 +84,7 @@ on_exit() {
   [[ -n $redis_pid ]] && { dj_stop_pid "$redis_pid" 5 || true; }
   $pg_started && dj_pg_stop "$work/pg"
   if ((rc != 0)); then
-    for f in "$logs"/*.log; do
-      [[ -s $f ]] || continue
-      echo "---- last lines of ${f##*/} ----" >&2
-      tail -n 15 "$f" >&2
-    done
+    dj_tail_logs "$logs" 15
   fi
   rm -rf "$work"
   exit "$rc"
