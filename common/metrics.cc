@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/build_info.h"
 
 namespace dangjian::metrics {
 namespace {
@@ -124,6 +125,74 @@ LocalCacheMetrics::LocalCacheMetrics(prometheus::Registry& registry)
                         .Help("Keys dropped from the in-process tier on Redis' announcement.")
                         .Register(registry)
                         .Add({})) {}
+
+WorkerPoolMetrics::WorkerPoolMetrics(prometheus::Registry& registry)
+    : queue_depth(prometheus::BuildGauge()
+                      .Name("dj_worker_queue_depth")
+                      .Help("Tasks queued for the worker pool, not yet running.")
+                      .Register(registry)
+                      .Add({})),
+      queue_capacity(prometheus::BuildGauge()
+                         .Name("dj_worker_queue_capacity")
+                         .Help("Tasks the worker pool queues at most; beyond it calls are refused.")
+                         .Register(registry)
+                         .Add({})),
+      threads(prometheus::BuildGauge()
+                  .Name("dj_worker_threads")
+                  .Help("Threads of the worker pool.")
+                  .Register(registry)
+                  .Add({})),
+      busy_threads(prometheus::BuildGauge()
+                       .Name("dj_worker_busy_threads")
+                       .Help("Worker threads running a task.")
+                       .Register(registry)
+                       .Add({})),
+      rejected(prometheus::BuildCounter()
+                   .Name("dj_worker_rejected_total")
+                   .Help("Tasks refused because the worker queue was full (RESOURCE_EXHAUSTED).")
+                   .Register(registry)
+                   .Add({})) {}
+
+MigrationMetrics::MigrationMetrics(prometheus::Registry& registry)
+    : failing_(prometheus::BuildGauge()
+                   .Name("dj_schema_migration_failing")
+                   .Help("1 while the schema migrations of a component fail (the service is up "
+                         "but not serving, retrying), else 0.")
+                   .Register(registry)),
+      failures_(prometheus::BuildCounter()
+                    .Name("dj_schema_migration_failures_total")
+                    .Help("Failed attempts to apply the schema migrations of a component.")
+                    .Register(registry)),
+      version_(prometheus::BuildGauge()
+                   .Name("dj_schema_version")
+                   .Help("Newest schema migration applied for a component (after success).")
+                   .Register(registry)) {}
+
+void MigrationMetrics::Track(const std::string& component) {
+  failing_.Add({{"component", component}});
+  failures_.Add({{"component", component}});
+}
+
+void MigrationMetrics::Failed(const std::string& component) {
+  failing_.Add({{"component", component}}).Set(1);
+  failures_.Add({{"component", component}}).Increment();
+}
+
+void MigrationMetrics::Succeeded(const std::string& component, int version) {
+  failing_.Add({{"component", component}}).Set(0);
+  version_.Add({{"component", component}}).Set(version);
+}
+
+void RegisterBuildInfo(prometheus::Registry& registry, absl::string_view service) {
+  prometheus::BuildGauge()
+      .Name("dj_build_info")
+      .Help("Always 1; the labels say which build of the service this process runs.")
+      .Register(registry)
+      .Add({{"service", std::string(service)},
+            {"version", std::string(BuildVersion())},
+            {"revision", std::string(BuildRevision())}})
+      .Set(1);
+}
 
 absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(
     const std::string& address, std::shared_ptr<prometheus::Registry> registry) {

@@ -1,6 +1,7 @@
 // Prometheus metrics for a service: one registry, exposed over HTTP by prometheus::Exposer, and the
-// metric families shared by common/ components (database pool, cache). The gRPC interceptors are
-// in common/grpc_metrics.h, so storage code needs no gRPC header.
+// metric families shared by common/ components (database pool, cache, worker pool, migrations,
+// build info). The gRPC interceptors are in common/grpc_metrics.h, so storage code needs no gRPC
+// header.
 // prometheus-cpp metrics are thread-safe; so is everything here.
 #pragma once
 
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace dangjian::metrics {
 
@@ -68,6 +70,41 @@ struct LocalCacheMetrics {
   // dj_cache_local_invalidations_total: keys dropped because Redis announced a change.
   prometheus::Counter& invalidations;
 };
+
+// The bounded worker pool of common/worker_pool.h (one per registry: a second pool on the same
+// registry would share these series).
+struct WorkerPoolMetrics {
+  explicit WorkerPoolMetrics(prometheus::Registry& registry);
+  prometheus::Gauge& queue_depth;     // dj_worker_queue_depth: tasks waiting for a thread
+  prometheus::Gauge& queue_capacity;  // dj_worker_queue_capacity: the queue's bound
+  prometheus::Gauge& threads;         // dj_worker_threads
+  prometheus::Gauge& busy_threads;    // dj_worker_busy_threads: threads running a task
+  prometheus::Counter& rejected;      // dj_worker_rejected_total: Submit refused, queue full
+};
+
+// Schema migrations at start (common/sql/migrations.h), by component ("audit", "registry").
+// Components are tracked up front, so dashboards and alerts see failing 0 before anything fails.
+class MigrationMetrics {
+ public:
+  explicit MigrationMetrics(prometheus::Registry& registry);
+  // Creates `component`'s series: dj_schema_migration_failing 0 and
+  // dj_schema_migration_failures_total 0.
+  void Track(const std::string& component);
+  // A failed attempt: failing 1, failures_total + 1.
+  void Failed(const std::string& component);
+  // Applied up to `version`: failing 0, dj_schema_version `version`.
+  void Succeeded(const std::string& component, int version);
+
+ private:
+  prometheus::Family<prometheus::Gauge>& failing_;
+  prometheus::Family<prometheus::Counter>& failures_;
+  prometheus::Family<prometheus::Gauge>& version_;
+};
+
+// dj_build_info{service, version, revision} 1: which build each replica runs. The version and
+// revision are those of common/build_info.h, fixed when the binary was built. One line per
+// service's composition root.
+void RegisterBuildInfo(prometheus::Registry& registry, absl::string_view service);
 
 // Starts an HTTP exposer for `registry` on `address` ("127.0.0.1:0" picks a free port).
 absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(

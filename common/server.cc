@@ -14,10 +14,12 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <climits>
 #include <csignal>
 #include <cstdint>
+#include <ctime>
 #include <exception>
 #include <fstream>
 #include <iterator>
@@ -368,6 +370,10 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   {
     absl::MutexLock lock(&host->health_mu_);
     host->SetHealthLocked(false);
+    host->server_->GetHealthCheckService()->SetServingStatus(kLivenessService, true);
+    if (host->health_server_ != nullptr) {
+      host->health_server_->GetHealthCheckService()->SetServingStatus(kLivenessService, true);
+    }
   }
   host->CheckReadiness();
   host->readiness_thread_ = std::thread([h = host.get()] { h->ReadinessLoop(); });
@@ -470,6 +476,20 @@ int WaitForShutdownSignal() {
   // sigwait fails only for an invalid set; treat that as a request to stop rather than hang.
   if (sigwait(&set, &signal) != 0) return SIGTERM;
   return signal;
+}
+
+int WaitForShutdownSignalFor(absl::Duration timeout) {
+  const sigset_t set = ShutdownSignals();
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return 0;
+    const timespec wait = absl::ToTimespec(left);
+    const int signal = sigtimedwait(&set, nullptr, &wait);
+    if (signal > 0) return signal;
+    // EAGAIN: the time is up. EINTR: another signal's handler ran; wait out the rest.
+    if (errno != EINTR) return errno == EAGAIN ? 0 : SIGTERM;
+  }
 }
 
 bool IsLoopbackAddress(const std::string& address) {

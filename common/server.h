@@ -1,12 +1,13 @@
 // Server bootstrap shared by every service's composition root.
 //
 // ServiceHost builds a gRPC server with: the standard health service (grpc.health.v1; SERVING
-// only while the readiness check passes, NOT_SERVING once draining), server reflection, message
-// size and keepalive limits, TLS when listening beyond loopback, and interceptors that record
-// the standard gRPC metrics and log one JSON line per call (method, request id, code, duration).
-// Shutdown: stop accepting, mark NOT_SERVING, let in-flight calls finish until the grace deadline,
-// then cancel what is left.
-// Thread-safe: Shutdown() may be called from any thread, once or more.
+// only while the readiness check passes, NOT_SERVING once draining; and kLivenessService, SERVING
+// for as long as the host runs, for probes that must not follow the database), server reflection,
+// message size and keepalive limits, TLS when listening beyond loopback, and interceptors that
+// record the standard gRPC metrics and log one JSON line per call (method, request id, code,
+// duration). Shutdown: stop accepting, mark NOT_SERVING, let in-flight calls finish until the grace
+// deadline, then cancel what is left. Thread-safe: Shutdown() may be called from any thread, once
+// or more.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -26,6 +27,11 @@
 #include "absl/time/time.h"
 
 namespace dangjian {
+
+// The health "service" a liveness probe asks for: SERVING from Start() until the host stops,
+// whatever the readiness check says, so an outage of a dependency (PostgreSQL) takes replicas
+// out of rotation (readiness) without having them all restarted (liveness).
+inline constexpr char kLivenessService[] = "liveness";
 
 struct ServerOptions {
   std::string service_name;             // e.g. "registry", for logs
@@ -95,6 +101,9 @@ class ServiceHost {
 // thing in main(). WaitForShutdownSignal() then returns the signal that arrived.
 void BlockShutdownSignals();
 int WaitForShutdownSignal();
+// The same, waiting at most `timeout`: the signal that arrived, or 0 when none did in time (e.g.
+// to sleep between retries at start and still stop at once on SIGTERM).
+int WaitForShutdownSignalFor(absl::Duration timeout);
 
 // True for 127.0.0.0/8, ::1 and "localhost" addresses ("host:port" form).
 bool IsLoopbackAddress(const std::string& address);

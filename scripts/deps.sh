@@ -9,9 +9,9 @@ packages=(
   libpqxx-dev libpq-dev libhiredis-dev prometheus-cpp-dev libssl-dev libjwt-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   postgresql redis-server prometheus
-  python3
+  python3 python3-yaml
   curl openssl
-  podman runc netavark aardvark-dns debootstrap podman-compose
+  podman runc netavark aardvark-dns catatonit debootstrap podman-compose
 )
 
 missing=()

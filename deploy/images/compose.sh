@@ -11,8 +11,8 @@
 #       project's network; --volumes also deletes PostgreSQL's data.
 #
 # Secrets and the token live in DJ_COMPOSE_DIR (default .run/containers/, ignored by git), made
-# on first use: JWT key, PostgreSQL password, a CA and the registry's TLS certificate for the
-# names registry, localhost and 127.0.0.1. Host ports: DJ_GRPC_PORT=50051 DJ_METRICS_PORT=9464
+# on first use by deploy/images/secrets.sh: JWT key, PostgreSQL password, a CA and the registry's
+# TLS certificate for the names registry, localhost and 127.0.0.1. Host ports: DJ_GRPC_PORT=50051 DJ_METRICS_PORT=9464
 # DJ_PG_PORT=55432 DJ_REDIS_PORT=56379. The project name defaults to dangjian (DJ_PROJECT).
 # As root on Debian 12 (podman as root; the secrets are chowned to the containers' users).
 set -euo pipefail
@@ -20,11 +20,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/podman-env.sh"
 # shellcheck source=scripts/lib.sh
 source "$DJ_IMAGES_DIR/../../scripts/lib.sh"
+# shellcheck source=deploy/images/secrets.sh
+source "$DJ_IMAGES_DIR/secrets.sh"
 
 usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"; }
 
-# Users of the images that read mounted secrets (registry.Containerfile, postgres.Containerfile).
-readonly registry_uid=10001 postgres_uid=901
 readonly health_timeout=120
 
 (($#)) || {
@@ -73,56 +73,6 @@ dj_podman_env
 compose() { podman-compose --project-name "$project" --file "$compose_file" "$@"; }
 container() { echo "${project}_$1_1"; }
 
-# --- secrets --------------------------------------------------------------------------------
-
-# Makes the secrets that are missing (never replaces one: the database keeps its password).
-make_secrets() {
-  [[ $(id -u) -eq 0 ]] || dj_die "run as root: the secrets are handed to the containers' users"
-  command -v openssl >/dev/null || dj_die "openssl is missing: run scripts/deps.sh"
-  mkdir -p "$secrets/registry/tls" "$secrets/postgres"
-  chmod 0755 "$work" "$secrets"
-  local r=$secrets/registry
-  (
-    umask 077
-    if [[ ! -s $r/jwt_keys ]]; then
-      {
-        printf '# HS256 keys for local tokens, one "kid:hs256:SECRET" per line (compose.sh).\n'
-        printf 'local:hs256:%s\n' "$(openssl rand -hex 32)"
-      } >"$r/jwt_keys"
-    fi
-    if [[ ! -s $secrets/postgres/password ]]; then
-      openssl rand -hex 24 >"$secrets/postgres/password"
-      rm -f "$r/pgpass"
-    fi
-    # libpq's password file: host:port:database:user:password, for the host name "postgres".
-    [[ -s $r/pgpass ]] ||
-      printf 'postgres:5432:dj_registry:dj_registry:%s\n' "$(cat "$secrets/postgres/password")" \
-        >"$r/pgpass"
-    if [[ ! -s $r/tls/server.pem ]]; then
-      local t=$r/tls
-      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
-        -subj "/CN=dangjian local CA" -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
-      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=registry" -keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
-      printf 'subjectAltName=DNS:registry,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' \
-        >"$t/server.ext"
-      openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
-        -days 825 -extfile "$t/server.ext" -out "$t/server.pem" 2>/dev/null
-      rm -f "$t/server.csr" "$t/server.ext" "$t/ca.srl"
-      # The CA's key signs nothing else: kept out of the mounted folder.
-      mv "$t/ca.key" "$secrets/ca.key"
-    fi
-  )
-  chmod 0644 "$r/tls/ca.pem" "$r/tls/server.pem"
-  chown -R "$registry_uid:$registry_uid" "$r"
-  chmod 0500 "$r" "$r/tls"
-  chmod 0400 "$r/jwt_keys" "$r/pgpass" "$r/tls/server.key"
-  chown "$postgres_uid:$postgres_uid" "$secrets/postgres/password"
-  chmod 0400 "$secrets/postgres/password"
-  # A copy the host's tools can read (the mounted one belongs to the container's user).
-  install -m 0644 "$r/tls/ca.pem" "$work/ca.pem"
-}
-
 # --- health ---------------------------------------------------------------------------------
 
 # Waits until every container of the project passes its image's HEALTHCHECK (run here with
@@ -164,7 +114,7 @@ up() {
     port=${!var}
     dj_require_free_port "$var" "$port" "$var"
   done
-  make_secrets
+  dj_make_secrets "$secrets"
   mkdir -p "$work/logs"
   dj_log "starting project $project (log: $work/logs/compose.log)"
   compose up -d >>"$work/logs/compose.log" 2>&1 || {
@@ -176,7 +126,7 @@ up() {
   if [[ -x $token_bin ]]; then
     (
       umask 077
-      "$token_bin" --keys_file "$secrets/registry/jwt_keys" --kid local --subject operator \
+      "$token_bin" --keys_file "$secrets/registry/auth/jwt_keys" --kid local --subject operator \
         --roles admin --org_scope '*' --ttl 8h >"$work/operator.token"
     )
   fi

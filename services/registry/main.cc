@@ -1,6 +1,8 @@
 // dj-registry: the composition root of the registry service. Reads flags (each with a DANGJIAN_*
 // environment twin), builds RegistryConfig, starts RegistryApp, and serves until SIGTERM/SIGINT,
-// then drains and exits 0.
+// then drains and exits 0. Exit codes: 2 bad configuration; 1 a failed start (PostgreSQL
+// unreachable at start, metrics port taken, ...) or SIGTERM/SIGINT while failed migrations wait
+// for their next attempt (every --migration_retry_interval, with the metrics port up).
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -61,6 +63,9 @@ ABSL_FLAG(absl::Duration, gauges_interval, absl::Seconds(30),
           "how often org counts (dj_registry_orgs) are read from PostgreSQL for /metrics");
 ABSL_FLAG(absl::Duration, feed_poll_interval, absl::Milliseconds(200),
           "how often the change feed looks for changes committed by other replicas");
+ABSL_FLAG(absl::Duration, migration_retry_interval, absl::Seconds(30),
+          "when the schema migrations fail at start, how long to wait before trying again (the "
+          "process stays up, not serving gRPC, with dj_schema_migration_failing 1 on /metrics)");
 
 namespace dangjian::registry {
 namespace {
@@ -130,6 +135,18 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
   config.worker_queue = absl::GetFlag(FLAGS_worker_queue);
   if (config.worker_threads < 1) return absl::InvalidArgumentError("--worker_threads must be >= 1");
   config.feed_poll_interval = absl::GetFlag(FLAGS_feed_poll_interval);
+  config.migration_retry_interval = absl::GetFlag(FLAGS_migration_retry_interval);
+  if (config.migration_retry_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--migration_retry_interval must be positive");
+  }
+  // SIGTERM/SIGINT are blocked (BlockShutdownSignals), so the wait between attempts takes them.
+  config.wait_to_retry = [](absl::Duration interval) {
+    const int signal = WaitForShutdownSignalFor(interval);
+    if (signal == 0) return true;
+    log::Warn("shutdown signal while waiting to retry the schema migrations; exiting",
+              {{"signal", signal}});
+    return false;
+  };
   return config;
 }
 

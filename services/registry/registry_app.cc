@@ -1,5 +1,11 @@
 #include "services/registry/registry_app.h"
 
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/cache/local_cache.h"
 #include "common/cache/near_cache.h"
 #include "common/cache/redis_invalidations.h"
@@ -19,14 +25,54 @@ namespace dangjian::registry {
 // Defined in the source cmake/embed_migrations.cmake generates from migrations/.
 const std::vector<sql::Migration>& EmbeddedMigrations();
 
+namespace {
+
+// The value of the `service` label of dj_build_info.
+constexpr char kServiceName[] = "registry";
+
+// Applies the schema of each component (common's audit log first, then the registry's own), and
+// records the outcome of each in `metrics`. Stops at the first component that fails.
+absl::Status ApplySchema(sql::PgPool& pool, metrics::MigrationMetrics& metrics) {
+  struct Component {
+    const char* name;
+    const std::vector<sql::Migration>& migrations;
+  };
+  const Component components[] = {{"audit", audit::Migrations()},
+                                  {"registry", EmbeddedMigrations()}};
+  std::vector<std::pair<std::string, sql::MigrationReport>> reports;
+  for (const Component& c : components) {
+    absl::StatusOr<sql::MigrationReport> report = sql::ApplyMigrations(pool, c.name, c.migrations);
+    if (!report.ok()) {
+      metrics.Failed(c.name);
+      return report.status();
+    }
+    metrics.Succeeded(c.name, report->current_version);
+    reports.emplace_back(c.name, *std::move(report));
+  }
+  nlohmann::json fields = nlohmann::json::object();
+  size_t applied = 0;
+  for (const auto& [name, report] : reports) {
+    fields[absl::StrCat(name, "_version")] = report.current_version;
+    applied += report.applied.size();
+  }
+  fields["applied_now"] = applied;
+  log::Info("schema ready", std::move(fields));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 // Members are declared in dependency order, so they are destroyed in reverse: the server first,
 // the pool last.
 struct RegistryApp::Parts {
-  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  std::shared_ptr<prometheus::Registry> registry;
   std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<metrics::DbMetrics> db_metrics;
   std::unique_ptr<metrics::CacheMetrics> cache_metrics;
   std::unique_ptr<metrics::LocalCacheMetrics> local_cache_metrics;
+  std::unique_ptr<metrics::MigrationMetrics> migration_metrics;
+  std::unique_ptr<metrics::WorkerPoolMetrics> worker_metrics;
+  std::unique_ptr<ChangeFeedMetrics> feed_metrics;
   std::unique_ptr<sql::PgPool> pool;
   std::unique_ptr<cache::Cache> redis_cache;
   std::unique_ptr<cache::LocalCache> local_cache;
@@ -46,22 +92,41 @@ struct RegistryApp::Parts {
 
 absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig config) {
   auto parts = std::make_unique<Parts>();
+  parts->registry = config.metrics_registry != nullptr ? config.metrics_registry
+                                                       : std::make_shared<prometheus::Registry>();
+  metrics::RegisterBuildInfo(*parts->registry, kServiceName);
+  parts->db_metrics = std::make_unique<metrics::DbMetrics>(*parts->registry);
+  parts->cache_metrics = std::make_unique<metrics::CacheMetrics>(*parts->registry);
+  parts->local_cache_metrics = std::make_unique<metrics::LocalCacheMetrics>(*parts->registry);
+  parts->migration_metrics = std::make_unique<metrics::MigrationMetrics>(*parts->registry);
+  parts->migration_metrics->Track("audit");
+  parts->migration_metrics->Track("registry");
+  parts->worker_metrics = std::make_unique<metrics::WorkerPoolMetrics>(*parts->registry);
   if (!config.metrics_address.empty()) {
     DJ_ASSIGN_OR_RETURN(parts->exposer,
                         metrics::StartExposer(config.metrics_address, parts->registry));
   }
-  parts->db_metrics = std::make_unique<metrics::DbMetrics>(*parts->registry);
-  parts->cache_metrics = std::make_unique<metrics::CacheMetrics>(*parts->registry);
-  parts->local_cache_metrics = std::make_unique<metrics::LocalCacheMetrics>(*parts->registry);
+  // Configuration errors end the start before anything waits on the database.
+  if (!config.insecure_disable_auth && config.auth.keys.empty()) {
+    return absl::FailedPreconditionError(
+        "no JWT verification keys configured (--jwt_keys_file); refusing to start without "
+        "authentication");
+  }
 
   DJ_ASSIGN_OR_RETURN(parts->pool, sql::PgPool::Create(config.pg, parts->db_metrics.get()));
-  DJ_ASSIGN_OR_RETURN(sql::MigrationReport audit_report,
-                      sql::ApplyMigrations(*parts->pool, "audit", audit::Migrations()));
-  DJ_ASSIGN_OR_RETURN(sql::MigrationReport report,
-                      sql::ApplyMigrations(*parts->pool, "registry", EmbeddedMigrations()));
-  log::Info("schema ready", {{"audit_version", audit_report.current_version},
-                             {"registry_version", report.current_version},
-                             {"applied_now", report.applied.size() + audit_report.applied.size()}});
+  for (;;) {
+    const absl::Status schema = ApplySchema(*parts->pool, *parts->migration_metrics);
+    if (schema.ok()) break;
+    if (!config.wait_to_retry) return schema;
+    log::Error("schema migrations failed; not serving until they succeed",
+               {{"error", schema.ToString()},
+                {"retry_in", absl::FormatDuration(config.migration_retry_interval)}});
+    if (!config.wait_to_retry(config.migration_retry_interval)) {
+      return absl::CancelledError(
+          absl::StrCat("stopped while waiting to retry the schema migrations, which failed: ",
+                       schema.message()));
+    }
+  }
 
   if (config.redis) {
     parts->redis_cache =
@@ -87,23 +152,21 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
   parts->pg_repo = std::make_unique<PgOrgRepository>(*parts->pool);
   parts->cached_repo =
       std::make_unique<CachedOrgRepository>(*parts->pg_repo, *parts->cache, config.cache_ttl);
-  parts->notifier = std::make_unique<ChangeNotifier>(*parts->pg_repo, config.feed_poll_interval);
+  // The feed's series appear once it runs (not while migrations fail, when it cannot stall).
+  parts->feed_metrics = std::make_unique<ChangeFeedMetrics>(*parts->registry);
+  parts->notifier = std::make_unique<ChangeNotifier>(*parts->pg_repo, config.feed_poll_interval,
+                                                     parts->feed_metrics.get());
   parts->notifier->Start();
   parts->gauges =
       std::make_unique<OrgGauges>(*parts->pg_repo, *parts->registry, config.gauges_interval);
   parts->gauges->Start();
-  parts->workers =
-      std::make_unique<WorkerPool>(config.worker_threads, static_cast<size_t>(config.worker_queue));
+  parts->workers = std::make_unique<WorkerPool>(
+      config.worker_threads, static_cast<size_t>(config.worker_queue), parts->worker_metrics.get());
   if (config.insecure_disable_auth) {
     log::Warn(
         "AUTHENTICATION IS DISABLED (--insecure_disable_auth): every caller is a city-wide "
         "admin. Use this only on a developer machine, never with real data.");
   } else {
-    if (config.auth.keys.empty()) {
-      return absl::FailedPreconditionError(
-          "no JWT verification keys configured (--jwt_keys_file); refusing to start without "
-          "authentication");
-    }
     parts->verifier = std::make_unique<auth::TokenVerifier>(config.auth);
   }
   parts->service = std::make_unique<OrgRegistryService>(*parts->cached_repo, *parts->notifier,

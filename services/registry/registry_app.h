@@ -1,10 +1,17 @@
 // The registry's composition: applies migrations, builds the pool, cache, repositories, service
 // and server, and serves. main.cc fills RegistryConfig from flags; tests and benchmarks start the
 // same composition in-process. Thread-safe: Shutdown() may be called from any thread.
+//
+// Migrations that fail do not end the process when `wait_to_retry` is set: Start() keeps the
+// metrics exposer up (dj_schema_migration_failing{component} 1, failures counted), does not
+// listen for gRPC, logs each failure, and tries again every `migration_retry_interval` until the
+// migrations succeed or `wait_to_retry` says to stop. So a schema problem is an alert on a
+// running replica, not a silent crash loop.
 #pragma once
 
 #include <prometheus/registry.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -38,6 +45,15 @@ struct RegistryConfig {
   absl::Duration gauges_interval = absl::Seconds(30);
   // How often the change feed polls PostgreSQL for changes committed by other replicas.
   absl::Duration feed_poll_interval = absl::Milliseconds(200);
+  // How long to wait after failed migrations before trying them again.
+  absl::Duration migration_retry_interval = absl::Seconds(30);
+  // Waits up to the given time before the next attempt at the migrations; returns false when the
+  // process is to stop instead (Start() then fails with CANCELLED). Null: no retry, Start() fails
+  // at the first failed migration.
+  std::function<bool(absl::Duration)> wait_to_retry;
+  // Where the metrics are registered; null: a registry of the app's own. Lets a caller read the
+  // metrics while Start() is still retrying migrations.
+  std::shared_ptr<prometheus::Registry> metrics_registry;
 };
 
 class RegistryApp {

@@ -424,6 +424,21 @@ TEST_F(ServiceHostTest, Health_NotServingFromTheStartWhenNotReady) {
   EXPECT_FALSE(host_->serving());
 }
 
+TEST_F(ServiceHostTest, Health_LivenessServesWhileNotReady) {
+  ready_ = false;
+  StartHost(Options());
+  EXPECT_EQ(HealthOf(channel_, kRegistryService), kNotServing);
+  EXPECT_EQ(HealthOf(channel_, kLivenessService), kServing);
+
+  ready_ = true;
+  ASSERT_TRUE(testing::PollUntil([&] { return HealthOf(channel_, kRegistryService) == kServing; },
+                                 absl::Seconds(10)));
+  ready_ = false;
+  ASSERT_TRUE(testing::PollUntil(
+      [&] { return HealthOf(channel_, kRegistryService) == kNotServing; }, absl::Seconds(10)));
+  EXPECT_EQ(HealthOf(channel_, kLivenessService), kServing);
+}
+
 TEST_F(ServiceHostTest, Health_UnknownServiceIsNotFound) {
   StartHost(Options());
   RawCall call(channel_, "/grpc.health.v1.Health/Check");
@@ -555,7 +570,11 @@ TEST_F(ServiceHostTest, Logging_FailedReadsAndWritesAreInfo) {
 }
 
 TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
-  StartHost(Options());
+  ServerOptions options = Options();
+  options.health_address = "127.0.0.1:0";
+  StartHost(options);
+  auto probe = grpc::CreateChannel(absl::StrCat("127.0.0.1:", host_->health_port()),
+                                   grpc::InsecureChannelCredentials());
   // A health watcher sees the drain begin.
   RawCall watch(channel_, "/grpc.health.v1.Health/Watch", absl::Seconds(30));
   ASSERT_TRUE(watch.Write(StringField(1, "")));
@@ -588,6 +607,10 @@ TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
   ASSERT_TRUE(next.has_value());
   EXPECT_EQ(VarintField(*next, 1), kNotServing);
   EXPECT_FALSE(host_->serving());
+  // The probes' listener outlives the drain and tells them: out of rotation, but alive (a
+  // liveness probe must not have the pod killed mid-drain).
+  EXPECT_EQ(HealthOf(probe, kRegistryService), kNotServing);
+  EXPECT_EQ(HealthOf(probe, kLivenessService), kServing);
   // The slow call still holds the drain open.
   EXPECT_FALSE(shutdown_done.HasBeenNotified());
   EXPECT_FALSE(slow_done.HasBeenNotified());
@@ -777,6 +800,24 @@ TEST(ShutdownSignalsTest, WaitReturnsTheBlockedSignal) {
   EXPECT_EQ(WaitForShutdownSignal(), SIGINT);
 }
 
+TEST(ShutdownSignalsTest, TimedWait_ReturnsZeroWhenNoSignalArrivesInTime) {
+  BlockShutdownSignals();
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(WaitForShutdownSignalFor(absl::Milliseconds(100)), 0);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+}
+
+TEST(ShutdownSignalsTest, TimedWait_ReturnsASignalSentWhileWaitingAtOnce) {
+  BlockShutdownSignals();
+  const pthread_t waiter = pthread_self();
+  const absl::Time start = absl::Now();
+  // Sent from another thread while (or just before) this one waits: either way it is taken.
+  std::thread sender([waiter] { pthread_kill(waiter, SIGINT); });
+  EXPECT_EQ(WaitForShutdownSignalFor(absl::Seconds(60)), SIGINT);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  sender.join();
+}
+
 // The plaintext health-only listener (for probes that cannot speak TLS) mirrors the main
 // server's statuses, serves nothing else, and closes with the host.
 TEST_F(ServiceHostTest, HealthListener_MirrorsStatusAndServesOnlyHealth) {
@@ -792,10 +833,12 @@ TEST_F(ServiceHostTest, HealthListener_MirrorsStatusAndServesOnlyHealth) {
                                    grpc::InsecureChannelCredentials());
   EXPECT_EQ(HealthOf(probe, ""), kServing);
   EXPECT_EQ(HealthOf(probe, kRegistryService), kServing);
+  EXPECT_EQ(HealthOf(probe, kLivenessService), kServing);
 
   ready_ = false;
   EXPECT_TRUE(testing::PollUntil([&] { return HealthOf(probe, kRegistryService) == kNotServing; },
                                  absl::Seconds(10)));
+  EXPECT_EQ(HealthOf(probe, kLivenessService), kServing);
   ready_ = true;
   EXPECT_TRUE(testing::PollUntil([&] { return HealthOf(probe, kRegistryService) == kServing; },
                                  absl::Seconds(10)));

@@ -2,6 +2,7 @@
 # Proves the container images and deploy/compose.yaml (ctest: deploy_containers_test):
 #   1. builds the images with deploy/images/build.sh from BUILD_DIR's binaries (the Debian base
 #      is debootstrapped only on a new machine, then reused from podman or its cached save);
+#      skipped with --prebuilt, when ctest's deploy_images_build fixture has just built them;
 #   2. starts the compose project under a unique name, with fresh secrets (JWT key, database
 #      password, TLS certificate) in a temporary folder and free 127.0.0.1 ports, and waits until
 #      PostgreSQL, Redis and the registry pass their images' health checks;
@@ -15,46 +16,14 @@
 #      then the rest (compose down, volumes removed) and checks nothing of the project is left:
 #      containers, volume, network. The EXIT trap does the same cleanup on any failure.
 #
-#   bash tests/deploy/containers_test.sh REPO_ROOT BUILD_DIR
+#   bash tests/deploy/containers_test.sh [--prebuilt] REPO_ROOT BUILD_DIR
 # BUILD_DIR holds dj-registry, dj-health, dj-token and dj-import. Needs root, podman,
 # podman-compose, debootstrap and openssl. Prints the wall time of each step.
 set -euo pipefail
-
-fail() {
-  printf 'FAILED: %s\n' "$*" >&2
-  exit 1
-}
-(($# == 2)) || fail "usage: $0 REPO_ROOT BUILD_DIR"
-root=$(cd "$1" && pwd)
-build_dir=$(cd "$2" && pwd)
-# shellcheck source=scripts/lib.sh
-source "$root/scripts/lib.sh"
-# shellcheck source=deploy/images/podman-env.sh
-source "$root/deploy/images/podman-env.sh"
-
-[[ $(id -u) -eq 0 ]] || fail "run as root (podman as root; secrets are chowned to container users)"
-for cmd in podman podman-compose debootstrap openssl curl; do
-  command -v "$cmd" >/dev/null || fail "$cmd is missing: run scripts/deps.sh as root"
-done
-health_bin=$build_dir/tools/dj-health
-token_bin=$build_dir/tools/dj-token
-import_bin=$build_dir/tools/dj-import
-for bin in "$build_dir/services/registry/dj-registry" "$health_bin" "$token_bin" "$import_bin"; do
-  [[ -x $bin ]] || fail "$bin is missing: build it first"
-done
-dj_podman_env
-
-readonly registry_service=dangjian.registry.v1.OrgRegistry
-readonly demo_csv=$root/deploy/demo/orgs.csv
-# A drained idle registry exits within milliseconds; podman adds 0.5-2.5 s here (a SIGKILL after
-# the 30 s timeout would show as exit 137, checked below).
-readonly stop_limit=8
-started=$SECONDS
-step_started=$SECONDS
-step() {
-  dj_log "[$((SECONDS - step_started))s] done; next: $*"
-  step_started=$SECONDS
-}
+# shellcheck source=tests/deploy/container_test_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/container_test_lib.sh"
+ct_init "$@"
+ct_require podman podman-compose debootstrap openssl curl
 
 project=djtest-$$-$RANDOM
 work=$(mktemp -d /tmp/dj-containers-test.XXXXXX)
@@ -103,8 +72,7 @@ trap on_exit EXIT
 trap 'exit 130' INT TERM
 
 # --- 1. images ------------------------------------------------------------------------------
-dj_log "building the images (base reused when podman or $DJ_IMAGE_CACHE holds it)"
-bash "$root/deploy/images/build.sh" --build-dir "$build_dir" || fail "deploy/images/build.sh"
+ct_build_images
 for image in localhost/dangjian-base:12 localhost/dangjian-registry:latest \
   localhost/dangjian-postgres:15 localhost/dangjian-redis:7; do
   size=$(podman image inspect --format '{{.Size}}' "$image") || fail "no image $image"
@@ -117,7 +85,7 @@ if [[ -n $rev ]]; then
 fi
 
 # --- 2. start -------------------------------------------------------------------------------
-step "compose up (project $project)"
+ct_step "compose up (project $project)"
 bash "$root/deploy/images/compose.sh" up --no-build --build-dir "$build_dir" --project "$project" \
   >"$work/up.log" 2>&1 || {
   cat "$work/up.log" >&2
@@ -127,7 +95,7 @@ ca=$work/ca.pem
 [[ -s $ca ]] || fail "compose.sh made no $ca"
 
 # --- 3. checks ------------------------------------------------------------------------------
-step "checks through the published ports"
+ct_step "checks through the published ports"
 for service in postgres redis registry; do
   ports=$(podman port "${project}_${service}_1") || fail "podman port ${project}_${service}_1"
   [[ -n $ports ]] || fail "$service publishes no port"
@@ -137,36 +105,17 @@ for service in postgres redis registry; do
 done
 dj_log "ok: every published port is on 127.0.0.1"
 
-if "$health_bin" --target "127.0.0.1:$grpc_port" --service "$registry_service" --timeout 2s \
+if "$health_bin" --target "127.0.0.1:$grpc_port" --service "$CT_REGISTRY_SERVICE" --timeout 2s \
   >/dev/null 2>&1; then
   fail "the registry answered plaintext on its published port (TLS is required off loopback)"
 fi
-"$health_bin" --target "127.0.0.1:$grpc_port" --service "$registry_service" --timeout 5s \
+"$health_bin" --target "127.0.0.1:$grpc_port" --service "$CT_REGISTRY_SERVICE" --timeout 5s \
   --tls_ca_file "$ca" || fail "dj-health over TLS on the published port"
 dj_log "ok: plaintext refused; grpc.health.v1 SERVING over TLS on 127.0.0.1:$grpc_port"
 
-token=$("$token_bin" --keys_file "$work/secrets/registry/jwt_keys" --kid local --subject ci \
-  --roles admin --org_scope '*' --ttl 10m) || fail "dj-token"
-(
-  umask 077
-  printf '%s\n' "$token" >"$work/test.token"
-)
-demo_rows=$(($(wc -l <"$demo_csv") - 1))
-count_of() { grep -oE "\b$1[=: ]+[0-9]+" <<<"$2" | grep -oE '[0-9]+$' | head -n 1; }
-import_demo() {
-  "$import_bin" --target "127.0.0.1:$grpc_port" --tls_ca_file "$ca" \
-    --token_file "$work/test.token" --csv "$demo_csv" --timeout 60s >"$work/import.log" 2>&1 || {
-    cat "$work/import.log" >&2
-    fail "dj-import through 127.0.0.1:$grpc_port"
-  }
-  grep -m 1 '^received' "$work/import.log" || fail "no summary from dj-import"
-}
-first=$(import_demo)
-[[ $(count_of created "$first") == "$demo_rows" && $(count_of failed "$first") == 0 ]] ||
-  fail "first import: expected $demo_rows created and 0 failed: $first"
-again=$(import_demo)
-[[ $(count_of unchanged "$again") == "$demo_rows" && $(count_of failed "$again") == 0 ]] ||
-  fail "second import: expected $demo_rows unchanged and 0 failed: $again"
+ct_token "$work/secrets/registry/auth/jwt_keys" "$work/test.token"
+first=$(ct_import_demo "127.0.0.1:$grpc_port" "$ca" "$work/test.token" "$work" created)
+again=$(ct_import_demo "127.0.0.1:$grpc_port" "$ca" "$work/test.token" "$work" unchanged)
 dj_log "ok: demo tree imported over TLS ($first); again: $again"
 
 metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$metrics_port/metrics") ||
@@ -186,24 +135,15 @@ podman exec "$registry" /usr/local/bin/dj-healthcheck || fail "the image's HEALT
 dj_log "ok: registry runs as uid $uid, as PID 1, with no compiler; its HEALTHCHECK passes"
 
 # --- 4. stop --------------------------------------------------------------------------------
-step "stop"
-stop_started=$(date +%s%N)
-# (podman's stderr goes to a log: without systemd it complains about its health-check timers.)
-podman stop --time 30 "$registry" >"$work/stop.log" 2>&1 || {
-  cat "$work/stop.log" >&2
-  fail "podman stop $registry"
-}
-stop_ms=$((($(date +%s%N) - stop_started) / 1000000))
-code=$(podman container inspect --format '{{.State.ExitCode}}' "$registry")
-[[ $code == 0 ]] || fail "dj-registry exited with $code on SIGTERM, not 0"
-((stop_ms < stop_limit * 1000)) || fail "podman stop took ${stop_ms} ms (limit ${stop_limit}s)"
+ct_step "stop"
+ct_stop_registry "$registry" "$work"
 registry_log=$(podman logs "$registry" 2>&1)
 # The drain itself, from the registry's own log: "shutting down" to "stopped".
 drain=$(grep -E '"msg":"(shutting down|stopped)"' <<<"$registry_log" | tail -n 2 |
   sed -E 's/.*"ts":"[^"]*T([0-9:.]+)Z".*/\1/' |
   awk -F: '{ t[NR] = $1 * 3600 + $2 * 60 + $3 } END { if (NR == 2) printf "%.0f", (t[2] - t[1]) * 1000 }')
 [[ -n $drain ]] || fail "the registry's log lacks \"shutting down\" and \"stopped\" after SIGTERM"
-dj_log "ok: podman stop of the registry: ${stop_ms} ms (the drain: ${drain} ms), exit 0"
+dj_log "ok: podman stop of the registry: ${ct_stop_ms} ms (the drain: ${drain} ms), exit 0"
 
 bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >"$work/down.log" 2>&1 || {
   cat "$work/down.log" >&2
@@ -212,5 +152,5 @@ bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >"$wor
 left=$(leftovers)
 [[ -z $left ]] || fail "left behind after compose down: $left"
 dj_log "ok: containers, volume and network of $project are gone"
-step "finish"
-dj_log "containers test passed in $((SECONDS - started))s"
+ct_step "finish"
+dj_log "containers test passed in $((SECONDS - ct_started))s"

@@ -653,6 +653,9 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
     }
     state_->scope = caller->org_scope;
     state_->cursor = req->from_revision();
+    // Counted from here until OnDone, however the stream ends.
+    service.notifier_.WatcherOpened();
+    counted_ = true;
     ScheduleFetchLocked(state_);
   }
 
@@ -689,7 +692,10 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
     }
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (counted_) state_->service.notifier_.WatcherClosed();
+    delete this;
+  }
 
  private:
   struct State {
@@ -803,6 +809,7 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
   }
 
   const std::shared_ptr<State> state_;
+  bool counted_ = false;  // in dj_registry_feed_watchers; set in the constructor only
 };
 
 grpc::ServerWriteReactor<v1::OrgChange>* OrgRegistryService::WatchOrgChanges(

@@ -6,15 +6,52 @@
 
 namespace dangjian::registry {
 
-ChangeNotifier::ChangeNotifier(OrgRepository& repo, absl::Duration poll_interval)
-    : repo_(repo), poll_interval_(poll_interval) {}
+ChangeFeedMetrics::ChangeFeedMetrics(prometheus::Registry& registry)
+    : watchers(prometheus::BuildGauge()
+                   .Name("dj_registry_feed_watchers")
+                   .Help("Open WatchOrgChanges streams.")
+                   .Register(registry)
+                   .Add({})),
+      notified_revision(prometheus::BuildGauge()
+                            .Name("dj_registry_feed_notified_revision")
+                            .Help("Change-feed revision up to which this replica has seen the head "
+                                  "and woken its streams.")
+                            .Register(registry)
+                            .Add({})),
+      poll_errors(prometheus::BuildCounter()
+                      .Name("dj_registry_feed_poll_errors_total")
+                      .Help("Failed reads of the change feed's head revision by the poller.")
+                      .Register(registry)
+                      .Add({})),
+      last_poll_success(prometheus::BuildGauge()
+                            .Name("dj_registry_feed_last_poll_success_timestamp_seconds")
+                            .Help("Unix time of the change-feed poller's last successful read "
+                                  "of the head revision.")
+                            .Register(registry)
+                            .Add({})) {}
+
+ChangeNotifier::ChangeNotifier(OrgRepository& repo, absl::Duration poll_interval,
+                               ChangeFeedMetrics* metrics, Clock& clock)
+    : repo_(repo), poll_interval_(poll_interval), metrics_(metrics), clock_(clock) {}
 
 ChangeNotifier::~ChangeNotifier() { Stop(); }
 
 void ChangeNotifier::Start() {
-  absl::StatusOr<int64_t> head = repo_.HeadRevision(ReadContext{});
-  if (head.ok()) Advance(*head);
+  (void)Poll(ReadContext{}.deadline);  // the poller logs if the failure lasts
   poller_ = std::thread([this] { PollLoop(); });
+}
+
+absl::Status ChangeNotifier::Poll(absl::Time deadline) {
+  absl::StatusOr<int64_t> head = repo_.HeadRevision(ReadContext{deadline});
+  if (!head.ok()) {
+    if (metrics_ != nullptr) metrics_->poll_errors.Increment();
+    return head.status();
+  }
+  Advance(*head);
+  if (metrics_ != nullptr) {
+    metrics_->last_poll_success.Set(absl::ToDoubleSeconds(clock_.Now() - absl::UnixEpoch()));
+  }
+  return absl::OkStatus();
 }
 
 void ChangeNotifier::Stop() {
@@ -33,14 +70,14 @@ void ChangeNotifier::Stop() {
 void ChangeNotifier::PollLoop() {
   int failures = 0;
   while (!stop_.WaitForNotificationWithTimeout(poll_interval_)) {
-    absl::StatusOr<int64_t> head = repo_.HeadRevision(ReadContext{absl::Now() + poll_interval_});
-    if (head.ok()) {
+    const absl::Status status = Poll(absl::Now() + poll_interval_);
+    if (status.ok()) {
+      if (failures > 0) log::Info("change feed reads the head revision again");
       failures = 0;
-      Advance(*head);
     } else if (failures++ == 0) {
-      // Log the first failure of a run only; the pool's metrics count every one.
+      // Log the first failure of a run only; dj_registry_feed_poll_errors_total counts each.
       log::Warn("change feed cannot read the head revision",
-                {{"error", std::string(head.status().message())}});
+                {{"error", std::string(status.message())}});
     }
   }
 }
@@ -50,6 +87,8 @@ void ChangeNotifier::Advance(int64_t revision) {
     absl::MutexLock lock(&mu_);
     if (revision <= head_) return;
     head_ = revision;
+    // Under the lock, so concurrent advances publish in order and the gauge never goes back.
+    if (metrics_ != nullptr) metrics_->notified_revision.Set(static_cast<double>(revision));
   }
   WakeUpTo(revision);
 }
@@ -93,6 +132,14 @@ uint64_t ChangeNotifier::WaitBeyond(int64_t revision, Wake wake) {
   }
   if (run_now) wake(stopping);
   return handle;
+}
+
+void ChangeNotifier::WatcherOpened() {
+  if (metrics_ != nullptr) metrics_->watchers.Increment();
+}
+
+void ChangeNotifier::WatcherClosed() {
+  if (metrics_ != nullptr) metrics_->watchers.Decrement();
 }
 
 bool ChangeNotifier::Cancel(uint64_t handle) {

@@ -2,8 +2,14 @@
 // Local writes report their revision through Advance(); a poller thread reads the head from the
 // repository every `poll_interval`, to see writes of other replicas. Waiters are plain callbacks
 // run on the notifier's thread (or the caller's, in Advance/Stop): they must only hand work off
-// (e.g. submit to a WorkerPool), never block. Thread-safe.
+// (e.g. submit to a WorkerPool), never block. With ChangeFeedMetrics it reports the open streams
+// (which the handlers announce through WatcherOpened/WatcherClosed), the revision it has woken
+// waiters up to, and how its polls fare. Thread-safe.
 #pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
 
 #include <cstdint>
 #include <functional>
@@ -13,13 +19,27 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "services/registry/store/org_repository.h"
 
 namespace dangjian::registry {
 
+// The change feed's health, for the ChangeFeedStalled alert and the feed panels. Every series
+// exists (at 0) from construction, so dashboards see them before the first event.
+struct ChangeFeedMetrics {
+  explicit ChangeFeedMetrics(prometheus::Registry& registry);
+  prometheus::Gauge& watchers;           // dj_registry_feed_watchers: open WatchOrgChanges streams
+  prometheus::Gauge& notified_revision;  // dj_registry_feed_notified_revision
+  prometheus::Counter& poll_errors;      // dj_registry_feed_poll_errors_total
+  // dj_registry_feed_last_poll_success_timestamp_seconds: Unix time of the last head read.
+  prometheus::Gauge& last_poll_success;
+};
+
 class ChangeNotifier {
  public:
-  ChangeNotifier(OrgRepository& repo, absl::Duration poll_interval);
+  // `metrics` (optional) must outlive the notifier; `clock` stamps successful polls.
+  ChangeNotifier(OrgRepository& repo, absl::Duration poll_interval,
+                 ChangeFeedMetrics* metrics = nullptr, Clock& clock = RealClock::Get());
   ~ChangeNotifier();  // Stop()
 
   void Start();
@@ -37,12 +57,20 @@ class ChangeNotifier {
   // True if the waiter was removed before it ran (it then never runs).
   bool Cancel(uint64_t handle);
 
+  // A change-feed stream opened / ended (counted in dj_registry_feed_watchers only).
+  void WatcherOpened();
+  void WatcherClosed();
+
  private:
   void PollLoop();
+  // Reads the head from the repository and advances to it.
+  absl::Status Poll(absl::Time deadline);
   void WakeUpTo(int64_t revision);
 
   OrgRepository& repo_;
   const absl::Duration poll_interval_;
+  ChangeFeedMetrics* const metrics_;
+  Clock& clock_;
   mutable absl::Mutex mu_;
   int64_t head_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
