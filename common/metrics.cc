@@ -1,10 +1,17 @@
 #include "common/metrics.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <exception>
+#include <thread>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/build_info.h"
 
 namespace dangjian::metrics {
@@ -194,9 +201,20 @@ void RegisterBuildInfo(prometheus::Registry& registry, absl::string_view service
       .Set(1);
 }
 
-absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(
+absl::StatusOr<std::unique_ptr<MetricsExposer>> MetricsExposer::Start(
     const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
   if (registry == nullptr) return absl::InvalidArgumentError("metrics registry is null");
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics address ", address, " is not host:port"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
   std::unique_ptr<prometheus::Exposer> exposer;
   // civetweb reports a bind failure by throwing from the constructor; it must not escape.
   try {
@@ -205,8 +223,44 @@ absl::StatusOr<std::unique_ptr<prometheus::Exposer>> StartExposer(
     return absl::UnavailableError(
         absl::StrCat("cannot serve metrics on ", address, ": ", e.what()));
   }
+  const std::vector<int> ports = exposer->GetListeningPorts();
+  if (ports.empty()) return absl::UnavailableError(absl::StrCat("no metrics port on ", address));
   exposer->RegisterCollectable(registry);
-  return exposer;
+  return std::unique_ptr<MetricsExposer>(
+      new MetricsExposer(std::move(exposer), std::move(host), ports.front()));
+}
+
+MetricsExposer::MetricsExposer(std::unique_ptr<prometheus::Exposer> exposer, std::string poke_host,
+                               int port)
+    : exposer_(std::move(exposer)), poke_host_(std::move(poke_host)), port_(port) {}
+
+MetricsExposer::~MetricsExposer() {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port_);
+  if (getaddrinfo(poke_host_.c_str(), service.c_str(), &hints, &found) != 0) found = nullptr;
+  // A connection wakes civetweb's accept loop, which then sees the stop flag. Bounded: the loop
+  // also ends by itself after 3 s (civetweb stops within 2 s without help).
+  absl::Notification stopped;
+  std::thread poker;
+  if (found != nullptr) {
+    poker = std::thread([&] {
+      const absl::Time give_up = absl::Now() + absl::Seconds(3);
+      while (!stopped.WaitForNotificationWithTimeout(absl::Milliseconds(20)) &&
+             absl::Now() < give_up) {
+        const int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0) continue;
+        connect(fd, found->ai_addr, found->ai_addrlen);  // refused once it stopped: fine
+        close(fd);
+      }
+    });
+  }
+  exposer_.reset();
+  stopped.Notify();
+  if (poker.joinable()) poker.join();
+  if (found != nullptr) freeaddrinfo(found);
 }
 
 }  // namespace dangjian::metrics

@@ -66,7 +66,7 @@ absl::Status ApplySchema(sql::PgPool& pool, metrics::MigrationMetrics& metrics) 
 // the pool last.
 struct RegistryApp::Parts {
   std::shared_ptr<prometheus::Registry> registry;
-  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<metrics::MetricsExposer> exposer;
   std::unique_ptr<metrics::DbMetrics> db_metrics;
   std::unique_ptr<metrics::CacheMetrics> cache_metrics;
   std::unique_ptr<metrics::LocalCacheMetrics> local_cache_metrics;
@@ -104,7 +104,7 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
   parts->worker_metrics = std::make_unique<metrics::WorkerPoolMetrics>(*parts->registry);
   if (!config.metrics_address.empty()) {
     DJ_ASSIGN_OR_RETURN(parts->exposer,
-                        metrics::StartExposer(config.metrics_address, parts->registry));
+                        metrics::MetricsExposer::Start(config.metrics_address, parts->registry));
   }
   // Configuration errors end the start before anything waits on the database.
   if (!config.insecure_disable_auth && config.auth.keys.empty()) {
@@ -184,11 +184,7 @@ RegistryApp::~RegistryApp() { Shutdown(); }
 
 int RegistryApp::grpc_port() const { return parts_->host->port(); }
 
-int RegistryApp::metrics_port() const {
-  if (!parts_->exposer) return 0;
-  const std::vector<int> ports = parts_->exposer->GetListeningPorts();
-  return ports.empty() ? 0 : ports.front();
-}
+int RegistryApp::metrics_port() const { return parts_->exposer ? parts_->exposer->port() : 0; }
 
 prometheus::Registry& RegistryApp::metrics() { return *parts_->registry; }
 

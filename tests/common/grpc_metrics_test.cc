@@ -401,25 +401,41 @@ std::string HttpGet(int port, const std::string& path) {
   return response;
 }
 
-TEST(MetricsTest, StartExposer_ServesTheRegistryOverHttp) {
+TEST(MetricsTest, Exposer_ServesTheRegistryOverHttp) {
   auto registry = std::make_shared<prometheus::Registry>();
   DbMetrics db(*registry);
   db.retries.Increment();
-  auto exposer = StartExposer("127.0.0.1:0", registry);
+  auto exposer = MetricsExposer::Start("127.0.0.1:0", registry);
   ASSERT_TRUE(exposer.ok()) << exposer.status();
-  const std::vector<int> ports = (*exposer)->GetListeningPorts();
-  ASSERT_EQ(ports.size(), 1u);
-  const std::string response = HttpGet(ports[0], "/metrics");
+  ASSERT_GT((*exposer)->port(), 0);
+  const std::string response = HttpGet((*exposer)->port(), "/metrics");
   EXPECT_THAT(response, HasSubstr("200 OK"));
   EXPECT_THAT(response, HasSubstr("dj_db_retries_total 1"));
 }
 
-TEST(MetricsTest, StartExposer_TakenPortIsUnavailableNamingTheAddress) {
+TEST(MetricsTest, Exposer_ClosesItsPortWhenDestroyedAfterAScrape) {
   auto registry = std::make_shared<prometheus::Registry>();
-  auto first = StartExposer("127.0.0.1:0", registry);
+  auto exposer = MetricsExposer::Start("127.0.0.1:0", registry);
+  ASSERT_TRUE(exposer.ok()) << exposer.status();
+  const int port = (*exposer)->port();
+  EXPECT_THAT(HttpGet(port, "/metrics"), HasSubstr("200 OK"));
+  exposer->reset();
+  EXPECT_EQ(HttpGet(port, "/metrics"), "") << "the port still answers after destruction";
+}
+
+TEST(MetricsTest, Exposer_RefusesAnAddressWithoutPort) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto exposer = MetricsExposer::Start("localhost", registry);
+  ASSERT_FALSE(exposer.ok());
+  EXPECT_EQ(exposer.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MetricsTest, Exposer_TakenPortIsUnavailableNamingTheAddress) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto first = MetricsExposer::Start("127.0.0.1:0", registry);
   ASSERT_TRUE(first.ok()) << first.status();
-  const std::string address = "127.0.0.1:" + std::to_string((*first)->GetListeningPorts().at(0));
-  auto second = StartExposer(address, registry);
+  const std::string address = "127.0.0.1:" + std::to_string((*first)->port());
+  auto second = MetricsExposer::Start(address, registry);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(std::string(second.status().message()), HasSubstr(address));
