@@ -3,15 +3,11 @@
 // Also the shared families and the HTTP exposer of common/metrics.h.
 #include "common/grpc_metrics.h"
 
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <map>
@@ -26,6 +22,7 @@
 #include "common/metrics.h"
 #include "common/testing/harness.h"
 #include "dangjian/registry/v1/registry.grpc.pb.h"
+#include "tests/common/metric_reader.h"
 
 namespace dangjian::metrics {
 namespace {
@@ -377,30 +374,6 @@ TEST(MetricsTest, LatencyBuckets_SpanHalfAMillisecondToTenSeconds) {
   EXPECT_TRUE(std::is_sorted(buckets.begin(), buckets.end()));
 }
 
-// GET /metrics over a plain socket; the whole response, or "" on failure.
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval timeout{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request =
-        "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if (send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
-      char buffer[4096];
-      ssize_t n;
-      while ((n = recv(fd, buffer, sizeof(buffer), 0)) > 0) response.append(buffer, n);
-    }
-  }
-  close(fd);
-  return response;
-}
-
 TEST(MetricsTest, Exposer_ServesTheRegistryOverHttp) {
   auto registry = std::make_shared<prometheus::Registry>();
   DbMetrics db(*registry);
@@ -408,7 +381,7 @@ TEST(MetricsTest, Exposer_ServesTheRegistryOverHttp) {
   auto exposer = MetricsExposer::Start("127.0.0.1:0", registry);
   ASSERT_TRUE(exposer.ok()) << exposer.status();
   ASSERT_GT((*exposer)->port(), 0);
-  const std::string response = HttpGet((*exposer)->port(), "/metrics");
+  const std::string response = testing::HttpGet((*exposer)->port(), "/metrics");
   EXPECT_THAT(response, HasSubstr("200 OK"));
   EXPECT_THAT(response, HasSubstr("dj_db_retries_total 1"));
 }
@@ -418,9 +391,9 @@ TEST(MetricsTest, Exposer_ClosesItsPortWhenDestroyedAfterAScrape) {
   auto exposer = MetricsExposer::Start("127.0.0.1:0", registry);
   ASSERT_TRUE(exposer.ok()) << exposer.status();
   const int port = (*exposer)->port();
-  EXPECT_THAT(HttpGet(port, "/metrics"), HasSubstr("200 OK"));
+  EXPECT_THAT(testing::HttpGet(port, "/metrics"), HasSubstr("200 OK"));
   exposer->reset();
-  EXPECT_EQ(HttpGet(port, "/metrics"), "") << "the port still answers after destruction";
+  EXPECT_EQ(testing::HttpGet(port, "/metrics"), "") << "the port still answers after destruction";
 }
 
 TEST(MetricsTest, Exposer_RefusesAnAddressWithoutPort) {

@@ -2,10 +2,6 @@
 // metrics exposed (dj_schema_migration_failing 1, failures counted), does not listen for gRPC,
 // retries every interval, and serves once the cause is removed; a stop request while it waits
 // to retry ends the start at once. Without a retry hook the start fails as before.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <pqxx/pqxx>
 #include <thread>
@@ -19,27 +15,6 @@ namespace dangjian::registry {
 namespace {
 
 using testing::MetricValue;
-
-// The body of GET /metrics on 127.0.0.1:`port`, or "" when nothing answers.
-std::string ScrapeMetrics(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[4096];
-      ssize_t n = 0;
-      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
-    }
-  }
-  close(fd);
-  return response;
-}
 
 // RegistryApp::Start on a thread of its own, with a retry hook a test can stop.
 class AsyncStart {
@@ -154,7 +129,7 @@ TEST_F(MigrationRetryTest, NewerSchema_KeepsMetricsUpWithoutGrpcUntilFixedThenSe
   EXPECT_EQ(Value(*registry, "dj_schema_migration_failures_total", "audit"), 0);
   EXPECT_FALSE(MetricValue(*registry, "dj_schema_version", {{"component", "registry"}}));
   // The exposer answers over HTTP and says so; gRPC does not listen.
-  const std::string scraped = ScrapeMetrics(metrics_port);
+  const std::string scraped = testing::HttpGet(metrics_port, "/metrics");
   EXPECT_TRUE(absl::StrContains(scraped, "dj_schema_migration_failing{component=\"registry\"} 1"))
       << scraped.substr(0, 2000);
   EXPECT_TRUE(absl::StrContains(scraped, "dj_build_info{")) << scraped.substr(0, 2000);
