@@ -7,7 +7,8 @@
 #   ct_init "$@"    # [--prebuilt] REPO_ROOT BUILD_DIR; sets root, build_dir, prebuilt,
 #                   # health_bin, token_bin, import_bin; sources scripts/lib.sh,
 #                   # deploy/images/podman-env.sh and deploy/images/secrets.sh
-# Then ct_require CMD..., ct_build_images, ct_step, ct_import_demo, ct_stop_registry, fail.
+# Then ct_require CMD..., ct_trap_exit, ct_build_images, ct_step, ct_import_demo,
+# ct_stop_registry, fail.
 
 # shellcheck disable=SC2034  # used by the scripts that source this
 readonly CT_REGISTRY_SERVICE=dangjian.registry.v1.OrgRegistry
@@ -115,4 +116,28 @@ ct_stop_registry() {
   [[ $code == 0 ]] || fail "$c exited with $code on SIGTERM, not 0"
   ((ct_stop_ms < CT_STOP_LIMIT_S * 1000)) ||
     fail "podman stop $c took ${ct_stop_ms} ms (limit ${CT_STOP_LIMIT_S}s)"
+}
+
+# ct_trap_exit TEARDOWN: on any exit (failure, Ctrl-C, success) runs `TEARDOWN STATUS` (the
+# test's own: logs on failure, stop and remove what it started), then fails the run if the
+# test's `leftovers` function still names anything, and removes $work.
+ct_trap_exit() {
+  ct_teardown=$1
+  trap ct_on_exit EXIT
+  trap 'exit 130' INT TERM
+}
+
+# shellcheck disable=SC2317  # called by the EXIT trap
+ct_on_exit() {
+  local rc=$? left
+  trap '' INT TERM
+  trap - EXIT
+  "$ct_teardown" "$rc"
+  left=$(leftovers)
+  if [[ -n $left ]]; then
+    echo "FAILED: left behind:"$'\n'"$left" >&2
+    rc=1
+  fi
+  rm -rf "$work"
+  exit "$rc"
 }

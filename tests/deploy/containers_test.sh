@@ -46,12 +46,9 @@ leftovers() {
   return 0
 }
 
-# shellcheck disable=SC2317  # called by the EXIT trap
-on_exit() {
-  local rc=$?
-  trap '' INT TERM
-  trap - EXIT
-  if ((rc != 0)); then
+# shellcheck disable=SC2317  # called by ct_on_exit
+teardown() {
+  if (($1 != 0)); then
     for service in registry postgres redis; do
       podman container exists "${project}_${service}_1" 2>/dev/null || continue
       echo "---- last lines of the $service container's log ----" >&2
@@ -59,17 +56,8 @@ on_exit() {
     done
   fi
   bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >/dev/null 2>&1 || true
-  local left
-  left=$(leftovers)
-  if [[ -n $left ]]; then
-    echo "FAILED: left behind by project $project:" $'\n'"$left" >&2
-    rc=1
-  fi
-  rm -rf "$work"
-  exit "$rc"
 }
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+ct_trap_exit teardown
 
 # --- 1. images ------------------------------------------------------------------------------
 ct_build_images

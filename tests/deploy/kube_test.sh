@@ -39,12 +39,9 @@ leftovers() {
 }
 registry_container() { echo "dangjian-registry-$1-$run_id-pod-0-registry"; }
 
-# shellcheck disable=SC2317  # called by the EXIT trap
-on_exit() {
-  local rc=$?
-  trap '' INT TERM
-  trap - EXIT
-  if ((rc != 0)) && [[ -s $manifest ]]; then
+# shellcheck disable=SC2317  # called by ct_on_exit
+teardown() {
+  if (($1 != 0)) && [[ -s $manifest ]]; then
     local c
     for c in $(podman ps --all --format '{{.Names}}' | grep -E -- "-$run_id-pod-0-"); do
       echo "---- last lines of $c ----" >&2
@@ -59,17 +56,8 @@ on_exit() {
   for pod in $(podman pod ps --format '{{.Name}}' | grep -E -- "-$run_id-pod-"); do
     podman pod rm --force --time 10 "$pod" >>"$work/down.log" 2>&1 || true
   done
-  local left
-  left=$(leftovers)
-  if [[ -n $left ]]; then
-    echo "FAILED: left behind: $left" >&2
-    rc=1
-  fi
-  rm -rf "$work"
-  exit "$rc"
 }
-trap on_exit EXIT
-trap 'exit 130' INT TERM
+ct_trap_exit teardown
 
 # --- 1. images and secrets ------------------------------------------------------------------
 ct_build_images
