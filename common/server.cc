@@ -40,6 +40,7 @@
 #include "absl/time/clock.h"
 #include "common/grpc_metrics.h"
 #include "common/log.h"
+#include "grpc/health/v1/health.pb.h"
 
 namespace dangjian {
 namespace {
@@ -314,6 +315,10 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   std::call_once(global_setup, [] {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    // Reflection serves descriptors from the generated pool, where gRPC's own health service has
+    // none; naming a message of common/proto/grpc/health/v1/health.proto links that file (and its
+    // descriptor) into every server, so reflection clients can call grpc.health.v1.Health too.
+    grpc::health::v1::HealthCheckRequest::descriptor();
   });
 
   std::unique_ptr<ServiceHost> host(new ServiceHost());

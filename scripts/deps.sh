@@ -39,3 +39,19 @@ fi
 if [[ $(id -u) -eq 0 ]] && ! id dangjian >/dev/null 2>&1; then
   useradd --system --create-home --shell /usr/sbin/nologin dangjian
 fi
+
+# --- Proto tooling: buf from npm (tools/proto), for the test command's `buf lint` and `buf
+# breaking` and for `buf curl`. Node.js and npm come from Debian's archive when there is no npm on
+# PATH. Checked by command, not by package: a machine may carry another build of Node.js that
+# bundles its own npm (and conflicts with Debian's npm package); that one is used as it is.
+if ! command -v npm >/dev/null 2>&1; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "deps: npm is missing; run as root to install nodejs and npm" >&2
+    exit 1
+  fi
+  echo "deps: installing nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -o DPkg::Lock::Timeout=600 >/dev/null || true
+  apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 nodejs npm
+fi
+bash "$(dirname "${BASH_SOURCE[0]}")/../tools/proto/install.sh"
