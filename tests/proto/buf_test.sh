@@ -94,7 +94,8 @@ case $mode in
 
     against=${DJ_PROTO_AGAINST:-HEAD~1}
     echo "== buf breaking proto/ against $against"
-    git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1 ||
+    # (A tree unpacked inside some other checkout is not one either.)
+    [[ $(git -C "$root" rev-parse --show-toplevel 2>/dev/null) == "$(cd "$root" && pwd -P)" ]] ||
       skip "$root is not a git checkout, so there is no previous commit to compare proto/ with"
     if ! commit=$(git -C "$root" rev-parse --verify -q "$against^{commit}"); then
       if [[ $(git -C "$root" rev-parse --is-shallow-repository) == true ]]; then
