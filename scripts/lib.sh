@@ -225,3 +225,61 @@ dj_build() {
   }
   ninja -C "$dir" ${DJ_JOBS:+-j "$DJ_JOBS"} "${targets[@]}"
 }
+
+# --- dj-registry on free ports, for tests ---------------------------------------------------
+
+# dj_test_registry_start WORK BUILD_DIR [dj-registry flags...]: PostgreSQL (throwaway data: no
+# fsync), Redis and BUILD_DIR's dj-registry on free 127.0.0.1 ports, data in folder WORK, logs in
+# WORK/logs, and a fresh HS256 key (kid "local") in WORK/jwt_keys; returns once the registry is
+# SERVING (dies after 30 s). Sets DJ_TEST_GRPC_PORT, DJ_TEST_METRICS_PORT, DJ_TEST_PG_PORT and
+# DJ_TEST_REDIS_PORT. The caller's EXIT trap calls dj_test_registry_stop, which stops by PID
+# whatever of these was started.
+DJ_TEST_REGISTRY_PID='' DJ_TEST_REDIS_PID='' DJ_TEST_PG_DATA=''
+dj_test_registry_start() {
+  local work=$1 build_dir=$2
+  shift 2
+  local logs=$work/logs
+  mkdir -p "$logs"
+  dj_pick_free_port DJ_TEST_GRPC_PORT
+  dj_pick_free_port DJ_TEST_METRICS_PORT
+  dj_pick_free_port DJ_TEST_PG_PORT
+  dj_pick_free_port DJ_TEST_REDIS_PORT
+
+  dj_log "PostgreSQL on 127.0.0.1:$DJ_TEST_PG_PORT"
+  DJ_TEST_PG_DATA=$work/pg
+  dj_pg_init "$DJ_TEST_PG_DATA"
+  dj_pg_start "$DJ_TEST_PG_DATA" "$DJ_TEST_PG_PORT" "$logs/postgresql.log" -c fsync=off
+  dj_pg_create_db "$DJ_TEST_PG_PORT" dj_registry
+
+  dj_log "Redis on 127.0.0.1:$DJ_TEST_REDIS_PORT"
+  dj_redis_start "$DJ_TEST_REDIS_PORT" "$work/redis"
+  DJ_TEST_REDIS_PID=$DJ_REDIS_PID
+
+  (
+    umask 077
+    printf 'local:hs256:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+      >"$work/jwt_keys"
+  )
+  dj_log "dj-registry on 127.0.0.1:$DJ_TEST_GRPC_PORT (metrics on $DJ_TEST_METRICS_PORT)"
+  setsid "$build_dir/services/registry/dj-registry" \
+    --grpc_address="127.0.0.1:$DJ_TEST_GRPC_PORT" \
+    --metrics_address="127.0.0.1:$DJ_TEST_METRICS_PORT" \
+    --pg_conninfo="host=127.0.0.1 port=$DJ_TEST_PG_PORT dbname=dj_registry user=postgres" \
+    --redis_address="127.0.0.1:$DJ_TEST_REDIS_PORT" \
+    --jwt_keys_file="$work/jwt_keys" "$@" >>"$logs/registry.log" 2>&1 &
+  DJ_TEST_REGISTRY_PID=$!
+  local deadline=$((SECONDS + 30))
+  until "$build_dir/tools/dj-health" --target "127.0.0.1:$DJ_TEST_GRPC_PORT" \
+    --service dangjian.registry.v1.OrgRegistry --timeout 2s >/dev/null 2>"$logs/health.log"; do
+    dj_pid_alive "$DJ_TEST_REGISTRY_PID" || dj_die "dj-registry exited during start-up"
+    ((SECONDS < deadline)) || dj_die "dj-registry not SERVING after 30s: $(cat "$logs/health.log")"
+    sleep 0.2
+  done
+}
+
+dj_test_registry_stop() {
+  [[ -z $DJ_TEST_REGISTRY_PID ]] || dj_stop_pid "$DJ_TEST_REGISTRY_PID" 15 || true
+  [[ -z $DJ_TEST_REDIS_PID ]] || dj_stop_pid "$DJ_TEST_REDIS_PID" 5 || true
+  [[ -z $DJ_TEST_PG_DATA ]] || dj_pg_stop "$DJ_TEST_PG_DATA"
+  DJ_TEST_REGISTRY_PID='' DJ_TEST_REDIS_PID='' DJ_TEST_PG_DATA=''
+}

@@ -60,29 +60,19 @@ loadgen_bin=$build_dir/bench/dj-loadgen
 for bin in "$registry_bin" "$import_bin" "$token_bin" "$health_bin" "$loadgen_bin"; do
   [[ -x $bin ]] || fail "$bin is missing: build it (dj-loadgen needs -DDJ_BUILD_BENCH=ON)"
 done
-readonly registry_service=dangjian.registry.v1.OrgRegistry
 
 work=$(mktemp -d /tmp/dj-dashboards.XXXXXX)
 chmod 0755 "$work"
 logs=$work/logs
 mkdir -p "$logs"
-grpc_port='' metrics_port='' pg_port='' redis_port='' prometheus_port=''
-dj_pick_free_port grpc_port
-dj_pick_free_port metrics_port
-dj_pick_free_port pg_port
-dj_pick_free_port redis_port
-dj_pick_free_port prometheus_port
-
-registry_pid='' redis_pid='' prometheus_pid='' pg_started=false
+prometheus_pid=''
 # shellcheck disable=SC2317  # called by the EXIT trap
 on_exit() {
   local rc=$?
   trap '' INT TERM
   trap - EXIT
-  [[ -n $registry_pid ]] && { dj_stop_pid "$registry_pid" 15 || true; }
   [[ -n $prometheus_pid ]] && { dj_stop_pid "$prometheus_pid" 10 || true; }
-  [[ -n $redis_pid ]] && { dj_stop_pid "$redis_pid" 5 || true; }
-  $pg_started && dj_pg_stop "$work/pg"
+  dj_test_registry_stop
   if ((rc != 0)); then
     dj_tail_logs "$logs" 15
   fi
@@ -93,41 +83,13 @@ trap on_exit EXIT
 trap 'echo "interrupted (time limit?)" >&2; exit 143' INT TERM
 
 # --- the suite ------------------------------------------------------------------------------
-dj_log "PostgreSQL on 127.0.0.1:$pg_port"
-dj_pg_init "$work/pg"
-pg_started=true
-# Throwaway data: no fsync.
-dj_pg_start "$work/pg" "$pg_port" "$logs/postgresql.log" -c fsync=off
-dj_pg_create_db "$pg_port" dj_registry
-
-dj_log "Redis on 127.0.0.1:$redis_port"
-dj_redis_start "$redis_port" "$work/redis"
-redis_pid=$DJ_REDIS_PID
-
-(
-  umask 077
-  printf 'local:hs256:%s\n' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$work/jwt_keys"
-)
-registry_flags=(
-  --grpc_address="127.0.0.1:$grpc_port"
-  --metrics_address="127.0.0.1:$metrics_port"
-  --pg_conninfo="host=127.0.0.1 port=$pg_port dbname=dj_registry user=postgres"
-  --redis_address="127.0.0.1:$redis_port"
-  --jwt_keys_file="$work/jwt_keys"
-)
-# Org counts (dj_registry_orgs) are refreshed every --gauges_interval (30 s by default): every
-# second here, so the business panels see the imported tree.
-registry_flags+=(--gauges_interval=1s)
-dj_log "dj-registry on 127.0.0.1:$grpc_port (metrics on $metrics_port)"
-setsid "$registry_bin" "${registry_flags[@]}" >>"$logs/registry.log" 2>&1 &
-registry_pid=$!
-deadline=$((SECONDS + 30))
-until "$health_bin" --target "127.0.0.1:$grpc_port" --service "$registry_service" --timeout 2s \
-  >/dev/null 2>"$logs/health.log"; do
-  dj_pid_alive "$registry_pid" || fail "dj-registry exited during start-up"
-  ((SECONDS < deadline)) || fail "dj-registry not SERVING after 30s: $(cat "$logs/health.log")"
-  sleep 0.2
-done
+# PostgreSQL, Redis and dj-registry (scripts/lib.sh). Org counts (dj_registry_orgs) are refreshed
+# every --gauges_interval (30 s by default): every second here, so the business panels see the
+# imported tree.
+dj_test_registry_start "$work" "$build_dir" --gauges_interval=1s
+grpc_port=$DJ_TEST_GRPC_PORT metrics_port=$DJ_TEST_METRICS_PORT pg_port=$DJ_TEST_PG_PORT
+prometheus_port=''
+dj_pick_free_port prometheus_port
 
 # Prometheus as the run command configures it (same rules), scraping and evaluating every second.
 # shellcheck disable=SC2001  # in bash 5.2's ${x//} replacement & means the match; not in sed's
