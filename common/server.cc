@@ -141,7 +141,7 @@ bool IsQuietWhenOk(absl::string_view method) {
     quiet = descriptor != nullptr && descriptor->options().idempotency_level() ==
                                          google::protobuf::MethodOptions::NO_SIDE_EFFECTS;
   }
-  // Bounded: only methods the server registered reach an interceptor.
+  // Bounded: only successful calls ask, and only methods the server has can succeed.
   absl::MutexLock lock(&mu);
   known->emplace(std::string(method), quiet);
   return quiet;
