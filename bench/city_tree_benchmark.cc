@@ -2,10 +2,10 @@
 // reading it back (what dj-import spends before the first row reaches the registry).
 #include <benchmark/benchmark.h>
 
-#include "bench/city_tree.h"
-#include "bench/org_csv.h"
+#include "services/registry/dataset/city_tree.h"
+#include "services/registry/dataset/org_csv.h"
 
-namespace dangjian::bench {
+namespace dangjian::registry::dataset {
 namespace {
 
 std::vector<registry::v1::ImportOrgRow> Tree(int64_t count) {
@@ -36,6 +36,6 @@ void BM_ParseOrgCsv(benchmark::State& state) {
 BENCHMARK(BM_ParseOrgCsv)->Arg(20000)->Unit(benchmark::kMillisecond);
 
 }  // namespace
-}  // namespace dangjian::bench
+}  // namespace dangjian::registry::dataset
 
 BENCHMARK_MAIN();

@@ -1,5 +1,6 @@
 #include "common/grpc_metrics.h"
 
+#include <google/protobuf/descriptor.h>
 #include <grpcpp/support/status.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -125,12 +126,29 @@ std::string TypeName(int type) {
   }
 }
 
+// Whether `method` ("/pkg.Service/Method") is one this binary can serve: a method of a service
+// compiled in (the generated descriptor pool, which holds our services and gRPC's reflection) or
+// of the standard health service (which gRPC implements without a generated descriptor).
+bool IsKnownMethod(absl::string_view method) {
+  if (!absl::ConsumePrefix(&method, "/")) return false;
+  if (method == "grpc.health.v1.Health/Check" || method == "grpc.health.v1.Health/Watch") {
+    return true;
+  }
+  const size_t slash = method.rfind('/');
+  if (slash == absl::string_view::npos) return false;
+  return google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
+             absl::StrCat(method.substr(0, slash), ".", method.substr(slash + 1))) != nullptr;
+}
+
 // Caches MethodMetrics by (type, method): looking children up by labels hashes and compares label
-// maps under the family's lock, which is too much for every call.
+// maps under the family's lock, which is too much for every call. On the server, a method no
+// service of the binary has (any caller can send any path, and gRPC answers UNIMPLEMENTED) is
+// counted under grpc_service="unknown", grpc_method="unknown", grpc_type="unknown", and not
+// remembered by name: callers cannot grow the series or this cache.
 class MethodCache {
  public:
-  MethodCache(prometheus::Registry& registry, const std::string& side)
-      : families_(registry, side) {}
+  MethodCache(prometheus::Registry& registry, const std::string& side, bool collapse_unknown)
+      : families_(registry, side), collapse_unknown_(collapse_unknown) {}
 
   MethodMetrics& Get(const char* method, int type) {
     absl::string_view full(method == nullptr ? "" : method);
@@ -141,7 +159,17 @@ class MethodCache {
       auto it = methods_[index].find(full);
       if (it != methods_[index].end()) return *it->second;
     }
+    const bool known = !collapse_unknown_ || IsKnownMethod(full);
     absl::MutexLock lock(&mu_);
+    if (!known) {
+      if (unknown_ == nullptr) {
+        unknown_ = std::make_unique<MethodMetrics>(
+            families_,
+            prometheus::Labels{
+                {"grpc_service", "unknown"}, {"grpc_method", "unknown"}, {"grpc_type", "unknown"}});
+      }
+      return *unknown_;
+    }
     auto& slot = methods_[index][full];
     if (slot == nullptr) {
       // "/dangjian.registry.v1.OrgRegistry/GetOrg" -> service and method.
@@ -164,9 +192,11 @@ class MethodCache {
   static constexpr int kNumTypes = 4;
 
   Families families_;
+  const bool collapse_unknown_;
   absl::Mutex mu_;
   std::array<absl::flat_hash_map<std::string, std::unique_ptr<MethodMetrics>>, kNumTypes + 1>
       methods_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<MethodMetrics> unknown_ ABSL_GUARDED_BY(mu_);
 };
 
 double SecondsSince(Clock::time_point start) {
@@ -214,7 +244,8 @@ class ServerMetricsInterceptor final : public grpc::experimental::Interceptor {
 
 class ServerMetricsFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  explicit ServerMetricsFactory(prometheus::Registry& registry) : cache_(registry, "server") {}
+  explicit ServerMetricsFactory(prometheus::Registry& registry)
+      : cache_(registry, "server", /*collapse_unknown=*/true) {}
 
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
@@ -257,7 +288,9 @@ class ClientMetricsInterceptor final : public grpc::experimental::Interceptor {
 
 class ClientMetricsFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
-  explicit ClientMetricsFactory(prometheus::Registry& registry) : cache_(registry, "client") {}
+  // A client calls only the methods of the stubs it was built with: no collapsing needed.
+  explicit ClientMetricsFactory(prometheus::Registry& registry)
+      : cache_(registry, "client", /*collapse_unknown=*/false) {}
 
   grpc::experimental::Interceptor* CreateClientInterceptor(
       grpc::experimental::ClientRpcInfo* info) override {

@@ -3,17 +3,19 @@
 // Thread-safe.
 #pragma once
 
-#include <memory>
-
 #include <grpcpp/support/client_interceptor.h>
 #include <grpcpp/support/server_interceptor.h>
 #include <prometheus/registry.h>
+
+#include <memory>
 
 namespace dangjian::metrics {
 
 // Records grpc_server_started_total, grpc_server_handled_total{grpc_code},
 // grpc_server_handling_seconds, grpc_server_msg_received_total and grpc_server_msg_sent_total,
-// each labelled grpc_service, grpc_method, grpc_type.
+// each labelled grpc_service, grpc_method, grpc_type. Calls to a method the binary has no service
+// for are all counted under the label value "unknown" (service, method and type), so a caller
+// sending made-up method names cannot add series.
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> NewServerMetricsInterceptor(
     prometheus::Registry& registry);
 

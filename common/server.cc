@@ -80,36 +80,44 @@ std::string NewRequestId() {
   return absl::StrCat(absl::Hex(high, absl::kZeroPad16), absl::Hex(low, absl::kZeroPad16));
 }
 
-// How RequestIdOf finds a generated id. A server interceptor cannot add to the metadata a
-// handler sees through the context's public API, so generated ids live here, keyed by the call's
-// context, from the call's first hook until its interceptor is destroyed with the context. Ids
-// the client sent are not stored: RequestIdOf reads them from the client metadata directly.
+// Set by ServiceHost::Start: from then on the process's calls carry the logging interceptor,
+// which takes every id RequestIdOf generates out of GeneratedRequestIds again.
+std::atomic<bool> g_request_id_interceptor{false};
+
+// How RequestIdOf and the logging interceptor agree on a generated id. A server interceptor
+// cannot add to the metadata a handler sees through the context's public API, so an id is
+// generated only when a handler asks for one (RequestIdOf: writes, audit rows) and kept here,
+// keyed by the call's context, until the interceptor takes it when the status goes out (or
+// erases it when the call ends without one). Most calls (reads) never ask: their id is made by
+// the interceptor alone, with no lock and no map. Ids the client sent are not stored:
+// RequestIdOf reads them from the client metadata directly.
 class GeneratedRequestIds {
  public:
   static GeneratedRequestIds& Get() {
     static auto* const kIds = new GeneratedRequestIds;
     return *kIds;
   }
-  void Put(const grpc::ServerContextBase* context, std::string id) {
+  std::string FindOrCreate(const grpc::ServerContextBase* context) {
     absl::MutexLock lock(&mu_);
-    ids_[context] = std::move(id);
+    std::string& id = ids_[context];
+    if (id.empty()) id = NewRequestId();
+    return id;
   }
-  std::optional<std::string> Find(const grpc::ServerContextBase* context) const {
+  std::optional<std::string> Take(const grpc::ServerContextBase* context) {
     absl::MutexLock lock(&mu_);
     auto it = ids_.find(context);
     if (it == ids_.end()) return std::nullopt;
-    return it->second;
+    std::string id = std::move(it->second);
+    ids_.erase(it);
+    return id;
   }
-  // Erases the entry only if it still holds `id`, so a late teardown can never remove the id of a
-  // newer call that happens to reuse the same context address.
-  void Erase(const grpc::ServerContextBase* context, const std::string& id) {
+  void Erase(const grpc::ServerContextBase* context) {
     absl::MutexLock lock(&mu_);
-    auto it = ids_.find(context);
-    if (it != ids_.end() && it->second == id) ids_.erase(it);
+    ids_.erase(context);
   }
 
  private:
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   absl::flat_hash_map<const grpc::ServerContextBase*, std::string> ids_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -118,12 +126,12 @@ constexpr double kSlowCallMs = 500;
 
 // Health probes (every few seconds from every orchestrator) and methods the .proto marks
 // `option idempotency_level = NO_SIDE_EFFECTS` (reads). `method` is gRPC's "/pkg.Service/Method".
-bool IsQuietWhenOk(const std::string& method) {
+bool IsQuietWhenOk(absl::string_view method) {
   static absl::Mutex mu(absl::kConstInit);
   static auto* const known = new absl::flat_hash_map<std::string, bool>();
   {
     absl::ReaderMutexLock lock(&mu);
-    auto it = known->find(method);
+    auto it = known->find(method);  // heterogeneous: no string is built per call
     if (it != known->end()) return it->second;
   }
   bool quiet = absl::StartsWith(method, "/grpc.health.v1.Health/");
@@ -134,35 +142,38 @@ bool IsQuietWhenOk(const std::string& method) {
     quiet = descriptor != nullptr && descriptor->options().idempotency_level() ==
                                          google::protobuf::MethodOptions::NO_SIDE_EFFECTS;
   }
-  // Bounded: only methods the server registered reach an interceptor.
+  // Bounded: only successful calls ask, and only methods the server has can succeed.
   absl::MutexLock lock(&mu);
-  known->emplace(method, quiet);
+  known->emplace(std::string(method), quiet);
   return quiet;
 }
 
-// Settles the call's request id when the client metadata arrives, echoes it in the trailers and
-// writes one JSON log line when the status goes out.
+// Takes the client's request id when the metadata arrives; when the status goes out, settles the
+// id (the client's, else the one a handler was given, else a new one), echoes it in the
+// trailers and writes one JSON log line.
 class LoggingInterceptor final : public grpc::experimental::Interceptor {
  public:
   explicit LoggingInterceptor(grpc::experimental::ServerRpcInfo* info)
       : context_(info->server_context()),
+        // gRPC's own string, alive as long as the call (no copy per call).
         method_(info->method() == nullptr ? "" : info->method()),
         start_(std::chrono::steady_clock::now()) {}
   ~LoggingInterceptor() override {
-    if (generated_) GeneratedRequestIds::Get().Erase(context_, request_id_);
+    // A call that ended without a status (cancelled) may still hold an id a handler asked for.
+    if (!status_sent_ && request_id_.empty()) GeneratedRequestIds::Get().Erase(context_);
   }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
       std::optional<std::string> client_id = ClientRequestId(*methods->GetRecvInitialMetadata());
-      if (client_id.has_value()) {
-        request_id_ = std::move(*client_id);
-      } else {
-        GenerateId();
-      }
+      if (client_id.has_value()) request_id_ = std::move(*client_id);
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      if (request_id_.empty()) GenerateId();  // a status before any metadata: still traceable
+      status_sent_ = true;
+      if (request_id_.empty()) {
+        std::optional<std::string> given = GeneratedRequestIds::Get().Take(context_);
+        request_id_ = given.has_value() ? *std::move(given) : NewRequestId();
+      }
       methods->GetSendTrailingMetadata()->emplace(std::string(kRequestIdKey), request_id_);
       Log(methods->GetSendStatus());
     }
@@ -170,12 +181,6 @@ class LoggingInterceptor final : public grpc::experimental::Interceptor {
   }
 
  private:
-  void GenerateId() {
-    request_id_ = NewRequestId();
-    GeneratedRequestIds::Get().Put(context_, request_id_);
-    generated_ = true;
-  }
-
   void Log(const grpc::Status& status) const {
     const double duration_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_)
@@ -204,10 +209,10 @@ class LoggingInterceptor final : public grpc::experimental::Interceptor {
   }
 
   grpc::ServerContextBase* const context_;
-  const std::string method_;
+  const char* const method_;
   const std::chrono::steady_clock::time_point start_;
-  std::string request_id_;
-  bool generated_ = false;  // hooks of one call never run concurrently
+  std::string request_id_;    // the client's, until the status settles it
+  bool status_sent_ = false;  // hooks of one call never run concurrently
 };
 
 class LoggingInterceptorFactory final
@@ -344,6 +349,7 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   builder.SetOption(std::make_unique<ServiceListOption>(&registered_names));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<LoggingInterceptorFactory>());
+  g_request_id_interceptor.store(true);
   interceptors.push_back(metrics::NewServerMetricsInterceptor(registry));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 
@@ -527,8 +533,9 @@ bool IsLoopbackAddress(const std::string& address) {
 
 std::string RequestIdOf(const grpc::ServerContextBase& context) {
   if (std::optional<std::string> id = ClientRequestId(context.client_metadata())) return *id;
-  if (std::optional<std::string> id = GeneratedRequestIds::Get().Find(&context)) return *id;
-  return "";  // a server without ServiceHost's interceptors
+  // Without ServiceHost's interceptor nothing would take a generated id out of the map again.
+  if (!g_request_id_interceptor.load(std::memory_order_relaxed)) return "";
+  return GeneratedRequestIds::Get().FindOrCreate(&context);
 }
 
 }  // namespace dangjian

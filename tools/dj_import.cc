@@ -6,10 +6,10 @@
 //             [--batch 500] [--json]
 //   dj-import --city N --seed S --write_csv FILE      writes the generated tree as CSV, no import
 //
-// The CSV format is in bench/org_csv.h (header code,parent_code,name,kind,joint,domain,
-// region_code,established_date). The whole file is checked before anything is sent, so a bad line
-// stops the run with its line number and nothing imported. --city generates the deterministic
-// city tree of bench/city_tree.h with N orgs.
+// The CSV format is in services/registry/dataset/org_csv.h (header code,parent_code,name,kind,
+// joint,domain,region_code,established_date). The whole file is checked before anything is sent,
+// so a bad line stops the run with its line number and nothing imported. --city generates the
+// deterministic city tree of services/registry/dataset/city_tree.h with N orgs.
 // Exit status: 0 when every row was created or unchanged; 1 when the registry rejected rows or the
 // call failed; 2 on a usage error or a bad CSV file.
 #include <grpcpp/grpcpp.h>
@@ -29,9 +29,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
-#include "bench/city_tree.h"
-#include "bench/org_csv.h"
 #include "dangjian/registry/v1/registry.grpc.pb.h"
+#include "services/registry/dataset/city_tree.h"
+#include "services/registry/dataset/org_csv.h"
 #include "tools/client_files.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the registry");
@@ -69,21 +69,21 @@ absl::StatusOr<Input> LoadInput() {
     if (city < 1 || city > 10'000'000) {
       return absl::InvalidArgumentError("--city must be 1..10000000");
     }
-    bench::CityTreeOptions options;
+    registry::dataset::CityTreeOptions options;
     options.org_count = city;
     options.seed = absl::GetFlag(FLAGS_seed);
-    input.rows = bench::GenerateCityTree(options);
+    input.rows = registry::dataset::GenerateCityTree(options);
     return input;
   }
   auto text = ReadFile(csv);
   if (!text.ok()) return text.status();
-  auto parsed = bench::ParseOrgCsv(*text);
+  auto parsed = registry::dataset::ParseOrgCsv(*text);
   if (!parsed.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(csv, ": ", parsed.status().message()));
   }
   input.rows.reserve(parsed->size());
   input.lines.reserve(parsed->size());
-  for (bench::OrgCsvRow& row : *parsed) {
+  for (registry::dataset::OrgCsvRow& row : *parsed) {
     input.rows.push_back(std::move(row.row));
     input.lines.push_back(row.line);
   }
@@ -115,7 +115,7 @@ int Run() {
   const std::string write_csv = absl::GetFlag(FLAGS_write_csv);
   if (!write_csv.empty()) {
     std::ofstream out(write_csv, std::ios::binary);
-    out << bench::FormatOrgCsv(input->rows);
+    out << registry::dataset::FormatOrgCsv(input->rows);
     out.close();
     if (!out) {
       std::fprintf(stderr, "dj-import: writing %s failed\n", write_csv.c_str());

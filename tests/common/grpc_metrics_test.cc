@@ -4,6 +4,7 @@
 #include "common/grpc_metrics.h"
 
 #include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
@@ -17,6 +18,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/metrics.h"
@@ -163,7 +167,8 @@ class GrpcMetricsTest : public ::testing::Test {
     builder.experimental().SetInterceptorCreators(std::move(server));
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    stub_ = OrgRegistry::NewStub(ChannelTo(port_, client_registry_));
+    channel_ = ChannelTo(port_, client_registry_);
+    stub_ = OrgRegistry::NewStub(channel_);
   }
 
   void TearDown() override {
@@ -182,6 +187,36 @@ class GrpcMetricsTest : public ::testing::Test {
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
   }
 
+  // Calls `method` ("/pkg.Service/Method") with an empty request, as any client can, whether or
+  // not the server has that method.
+  grpc::Status CallByName(const std::string& method) {
+    grpc::GenericStub stub(channel_);
+    grpc::ClientContext context;
+    SetDeadline(context);
+    grpc::Slice empty;
+    grpc::ByteBuffer request(&empty, 1);  // an empty message
+    grpc::ByteBuffer response;
+    absl::Notification done;
+    grpc::Status status;
+    stub.UnaryCall(&context, method, grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
+      status = std::move(s);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return status;
+  }
+
+  // The number of samples the server's /metrics would show (one per line of the exposition,
+  // histogram buckets included).
+  size_t ServerSampleCount() {
+    const std::string text = prometheus::TextSerializer().Serialize(server_registry_.Collect());
+    size_t samples = 0;
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      if (line[0] != '#') ++samples;
+    }
+    return samples;
+  }
+
   grpc::Status GetOrg(int64_t id) {
     grpc::ClientContext context;
     SetDeadline(context);
@@ -196,6 +231,7 @@ class GrpcMetricsTest : public ::testing::Test {
   prometheus::Registry client_registry_;
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<OrgRegistry::Stub> stub_;
 };
 
@@ -314,6 +350,37 @@ TEST_F(GrpcMetricsTest, Client_CountsUnavailableWhenNoServerListens) {
   EXPECT_THAT(CounterValue(registry, "grpc_client_handled_total", WithCode(get_org, "Unavailable")),
               Optional(1.0));
   EXPECT_THAT(CounterValue(registry, "grpc_client_msg_received_total", get_org), Optional(0.0));
+}
+
+// Any caller can send any method name; each must not add its own ~20 series (a /metrics that
+// grows without bound). The server counts them all under one "unknown" label value.
+TEST_F(GrpcMetricsTest, UnknownMethods_AreCountedUnderOneLabelValue) {
+  ASSERT_EQ(CallByName("/no.such.Service/Method0").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  const size_t after_one = ServerSampleCount();
+  for (int i = 1; i < 100; ++i) {
+    // Made-up methods of a real service and of made-up services alike.
+    const std::string method = i % 2 == 0 ? absl::StrCat("/no.such.Service", i, "/Method", i)
+                                          : absl::StrCat("/", kService, "/NoSuchMethod", i);
+    ASSERT_EQ(CallByName(method).error_code(), grpc::StatusCode::UNIMPLEMENTED) << method;
+  }
+  EXPECT_EQ(ServerSampleCount(), after_one);
+
+  const Labels unknown = {
+      {"grpc_service", "unknown"}, {"grpc_method", "unknown"}, {"grpc_type", "unknown"}};
+  EXPECT_THAT(CounterValue(server_registry_, "grpc_server_started_total", unknown),
+              Optional(100.0));
+  EXPECT_THAT(CounterValue(server_registry_, "grpc_server_handled_total",
+                           WithCode(unknown, "Unimplemented")),
+              Optional(100.0));
+  // Real methods keep their own names, including the standard health service's.
+  ASSERT_TRUE(GetOrg(1).ok());
+  EXPECT_THAT(
+      CounterValue(server_registry_, "grpc_server_started_total", MethodLabels("GetOrg", "unary")),
+      Optional(1.0));
+  CallByName("/grpc.health.v1.Health/Check");
+  EXPECT_THAT(CounterValue(server_registry_, "grpc_server_started_total",
+                           {{"grpc_service", "grpc.health.v1.Health"}, {"grpc_method", "Check"}}),
+              Optional(1.0));
 }
 
 TEST_F(GrpcMetricsTest, Exposition_UsesTheStandardSeriesNames) {

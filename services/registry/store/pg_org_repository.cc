@@ -46,6 +46,9 @@ constexpr char kRecordChange[] = "registry_record_change";
 constexpr char kRecordChanges[] = "registry_record_changes";
 constexpr char kChangesSince[] = "registry_changes_since";
 
+// The fewest imported orgs that make an import refresh the statistics (see MaybeAnalyze).
+constexpr int64_t kAnalyzeMinRows = 1000;
+
 constexpr char kChangeColumnsTail[] =
     "previous_parent_id, previous_path, id, code, name, parent_id, kind, joint, domain, "
     "region_code, status, established_on, depth, path, version, create_time, update_time, "
@@ -651,7 +654,34 @@ absl::StatusOr<ImportResult> PgOrgRepository::Import(const std::vector<ImportRow
         return result;
       });
   if (!written.ok()) return written.status();
+  if (out.created > 0) MaybeAnalyze(out.created);
   return out;
+}
+
+void PgOrgRepository::MaybeAnalyze(int64_t created) {
+  const int64_t pending = imported_since_analyze_.fetch_add(created) + created;
+  if (pending < std::max(kAnalyzeMinRows, analyzed_rows_.load())) return;
+  // An import that finds another one analysing goes on: that ANALYZE sees its rows or the next
+  // import's threshold catches them.
+  if (!analyze_mu_.TryLock()) return;
+  imported_since_analyze_.fetch_sub(pending);
+  int64_t rows = 0;
+  const absl::Status st = pool_.Run(
+      {"registry.analyze", sql::Isolation::kReadCommitted, false, absl::InfiniteFuture()},
+      [&](pqxx::transaction_base& tx) {
+        tx.exec0("ANALYZE orgs, org_changes");
+        rows = tx.exec1("SELECT reltuples::bigint FROM pg_class WHERE oid = 'orgs'::regclass")[0]
+                   .as<int64_t>();
+        return absl::OkStatus();
+      });
+  if (st.ok()) {
+    analyzed_rows_.store(rows);
+  } else {
+    imported_since_analyze_.fetch_add(pending);  // try again after the next import
+    log::Warn("ANALYZE after a bulk import failed; the planner keeps its old statistics",
+              {{"error", std::string(st.message())}, {"imported_orgs", pending}});
+  }
+  analyze_mu_.Unlock();
 }
 
 absl::StatusOr<std::vector<Change>> PgOrgRepository::ChangesSince(int64_t after, int limit,

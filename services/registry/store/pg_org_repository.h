@@ -4,12 +4,16 @@
 // revisions are handed out in commit order (the feed never shows a gap that fills later), and
 // idempotency and uniqueness checks cannot race. Writes to an org tree are rare next to reads;
 // reads take no lock. Each write appends its audit row in the same transaction.
+// After bulk imports it refreshes the planner's statistics (see MaybeAnalyze).
 // Thread-safe (the pool is).
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <string>
 
+#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 #include "common/sql/pg_pool.h"
 #include "services/registry/store/org_repository.h"
@@ -45,8 +49,19 @@ class PgOrgRepository final : public OrgRepository {
       const char* name, const WriteContext& ctx, const std::string& target,
       const std::function<absl::StatusOr<WriteResult>(pqxx::transaction_base&)>& work);
 
+  // ANALYZEs orgs and org_changes once the orgs imported since the last ANALYZE here reach the
+  // rows the table held then (at least kAnalyzeMinRows): a few runs over a bulk load of any size
+  // (doubling), each bounded by PostgreSQL's sample size. Without statistics (autovacuum looks
+  // once a minute), the planner takes a keyset page for a few rows and sorts the rest of the
+  // subtree for every page: listing a 200,000-org province took 23-47 s instead of 1.6-1.9 s.
+  // A failed ANALYZE is logged; the import it follows has committed.
+  void MaybeAnalyze(int64_t created);
+
   sql::PgPool& pool_;
   Clock& clock_;
+  std::atomic<int64_t> imported_since_analyze_{0};
+  std::atomic<int64_t> analyzed_rows_{0};  // orgs at the last ANALYZE (reltuples)
+  absl::Mutex analyze_mu_;                 // one ANALYZE at a time; imports never wait for it
 };
 
 }  // namespace dangjian::registry

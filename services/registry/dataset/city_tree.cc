@@ -1,4 +1,4 @@
-#include "bench/city_tree.h"
+#include "services/registry/dataset/city_tree.h"
 
 #include <algorithm>
 #include <string>
@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
-namespace dangjian::bench {
+namespace dangjian::registry::dataset {
 namespace {
 
 using registry::v1::ImportOrgRow;
@@ -459,4 +459,4 @@ std::vector<ImportOrgRow> GenerateCityTree(const CityTreeOptions& options) {
   return TreeBuilder(options.seed).Build(options.org_count);
 }
 
-}  // namespace dangjian::bench
+}  // namespace dangjian::registry::dataset

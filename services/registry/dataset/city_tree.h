@@ -13,7 +13,7 @@
 
 #include "dangjian/registry/v1/registry.pb.h"
 
-namespace dangjian::bench {
+namespace dangjian::registry::dataset {
 
 struct CityTreeOptions {
   // Exactly this many rows are generated (at least 1: the city committee alone).
@@ -25,4 +25,4 @@ struct CityTreeOptions {
 // The tree as import rows, parents before children (depth-first, pre-order).
 std::vector<registry::v1::ImportOrgRow> GenerateCityTree(const CityTreeOptions& options);
 
-}  // namespace dangjian::bench
+}  // namespace dangjian::registry::dataset

@@ -1,4 +1,4 @@
-#include "bench/city_tree.h"
+#include "services/registry/dataset/city_tree.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <set>
 #include <string>
 
-namespace dangjian::bench {
+namespace dangjian::registry::dataset {
 namespace {
 
 using registry::v1::ImportOrgRow;
@@ -226,4 +226,4 @@ TEST(CityTree, DistrictsHaveTheirOwnRegionCodes) {
 }
 
 }  // namespace
-}  // namespace dangjian::bench
+}  // namespace dangjian::registry::dataset

@@ -1,13 +1,13 @@
-#include "bench/org_csv.h"
+#include "services/registry/dataset/org_csv.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "bench/city_tree.h"
+#include "services/registry/dataset/city_tree.h"
 
-namespace dangjian::bench {
+namespace dangjian::registry::dataset {
 namespace {
 
 using ::testing::HasSubstr;
@@ -161,4 +161,4 @@ TEST(OrgCsv, ShortNamesDropThePrefix) {
 }
 
 }  // namespace
-}  // namespace dangjian::bench
+}  // namespace dangjian::registry::dataset

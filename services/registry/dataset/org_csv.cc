@@ -1,4 +1,4 @@
-#include "bench/org_csv.h"
+#include "services/registry/dataset/org_csv.h"
 
 #include <array>
 #include <optional>
@@ -10,7 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
-namespace dangjian::bench {
+namespace dangjian::registry::dataset {
 namespace {
 
 using registry::v1::ImportOrgRow;
@@ -319,4 +319,4 @@ std::string FormatOrgCsv(const std::vector<ImportOrgRow>& rows) {
   return out;
 }
 
-}  // namespace dangjian::bench
+}  // namespace dangjian::registry::dataset

@@ -15,7 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "dangjian/registry/v1/registry.pb.h"
 
-namespace dangjian::bench {
+namespace dangjian::registry::dataset {
 
 struct OrgCsvRow {
   registry::v1::ImportOrgRow row;
@@ -33,4 +33,4 @@ std::string FormatOrgCsv(const std::vector<registry::v1::ImportOrgRow>& rows);
 std::string ShortKindName(registry::v1::OrgKind kind);
 std::string ShortDomainName(registry::v1::OrgDomain domain);
 
-}  // namespace dangjian::bench
+}  // namespace dangjian::registry::dataset
