@@ -7,13 +7,15 @@
 #   ct_init "$@"    # [--prebuilt] REPO_ROOT BUILD_DIR; sets root, build_dir, prebuilt,
 #                   # health_bin, token_bin, import_bin; sources scripts/lib.sh,
 #                   # deploy/images/podman-env.sh and deploy/images/secrets.sh
-# Then ct_require CMD..., ct_trap_exit, ct_build_images, ct_step, ct_import_demo,
+# Then ct_require CMD..., ct_trap_exit, ct_build_images, ct_step, ct_redis_password_used,
+# ct_no_secret_in, ct_import_demo,
 # ct_stop_registry, fail.
 
 # shellcheck disable=SC2034  # used by the scripts that source this
 readonly CT_REGISTRY_SERVICE=dangjian.registry.v1.OrgRegistry
-# A drained idle registry exits within milliseconds; podman adds 0.5-2.5 s here (a SIGKILL after
-# the 30 s timeout would show as exit 137, which ct_stop_registry refuses).
+# An idle registry exits its shutdown delay (1 s in compose and deploy/k8s) after SIGTERM, the
+# drain then takes milliseconds; podman adds 0.5-2.5 s here (a SIGKILL after the 30 s timeout
+# would show as exit 137, which ct_stop_registry refuses).
 readonly CT_STOP_LIMIT_S=8
 
 fail() {
@@ -81,6 +83,21 @@ ct_token() {
     umask 077
     printf '%s\n' "$token" >"$2"
   )
+}
+
+# ct_redis_password_used PORT PASSWORD_FILE: Redis on 127.0.0.1:PORT refused none of the calls
+# so far for want of the password (the registry's gave it), and refuses a client without it.
+ct_redis_password_used() {
+  local refusals
+  refusals=$(dj_redis_auth_refusals "$1" "$2") || fail "Redis on port $1 refuses its password"
+  [[ -z $refusals ]] || fail "Redis refused the registry's calls for want of the password: $refusals"
+  dj_redis_refuses_anonymous "$1" || fail "Redis on port $1 answers a client without a password"
+}
+
+# ct_no_secret_in FILE SECRET_FILE...: FILE (a command's output) shows no secret of the files.
+ct_no_secret_in() {
+  local shown
+  if shown=$(dj_shows_secret "$@"); then fail "$1 shows the secret of $shown"; fi
 }
 
 # ct_import_demo TARGET CA_FILE TOKEN_FILE WORK EXPECT: imports deploy/demo/orgs.csv over TLS and
