@@ -421,6 +421,11 @@ void ServiceHost::Shutdown() {
   });
 }
 
+void ServiceHost::EndShutdownDelay() {
+  // absl::Notification must be notified once only.
+  std::call_once(delay_over_once_, [this] { delay_over_.Notify(); });
+}
+
 void ServiceHost::ReadinessLoop() {
   const absl::Duration interval = std::max(options_.readiness_interval, kMinReadinessInterval);
   while (!stop_.WaitForNotificationWithTimeout(interval)) CheckReadiness();

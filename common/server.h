@@ -74,8 +74,8 @@ class ServiceHost {
   // Drains and stops (see above). Blocks until the server has stopped.
   void Shutdown();
   // Cuts Shutdown()'s delay short: the listener closes now, or as soon as Shutdown() starts if it
-  // has not yet (for a second stop request, and for tests).
-  void EndShutdownDelay() { delay_over_.Notify(); }
+  // has not yet (for a second stop request, and for tests). Any thread, once or more.
+  void EndShutdownDelay();
   bool serving() const { return serving_.load(); }
 
  private:
@@ -103,6 +103,7 @@ class ServiceHost {
   absl::Mutex health_mu_;
   absl::Notification stop_;
   absl::Notification delay_over_;  // see EndShutdownDelay()
+  std::once_flag delay_over_once_;
   std::thread readiness_thread_;
   std::once_flag shutdown_once_;
 };

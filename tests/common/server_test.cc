@@ -260,6 +260,13 @@ std::optional<uint64_t> HealthOf(const std::shared_ptr<grpc::Channel>& channel,
   return VarintField(*response, 1);
 }
 
+// The status in the next message of a grpc.health.v1 Watch (nullopt once the stream ended).
+std::optional<uint64_t> NextStatus(RawCall& watch) {
+  std::optional<std::string> message = watch.Read();
+  if (!message.has_value()) return std::nullopt;
+  return VarintField(*message, 1);
+}
+
 // Every service name server reflection lists.
 std::vector<std::string> ReflectedServices(const std::shared_ptr<grpc::Channel>& channel) {
   std::vector<std::string> names;
@@ -327,6 +334,19 @@ class ServiceHostTest : public ::testing::Test {
     return stub_->GetOrg(&context, request, &org);
   }
 
+  // Runs host_->Shutdown() on a thread of its own; shutdown_done_ is notified when it returns.
+  void StartShutdown() {
+    shutdown_thread_ = std::thread([this] {
+      host_->Shutdown();
+      shutdown_done_.Notify();
+    });
+  }
+  void TearDown() override {
+    if (!shutdown_thread_.joinable()) return;
+    host_->EndShutdownDelay();  // should the test have stopped before it ended the delay
+    shutdown_thread_.join();
+  }
+
   static std::string TrailerRequestId(const grpc::ClientContext& context) {
     const auto& trailers = context.GetServerTrailingMetadata();
     auto it = trailers.find("x-request-id");
@@ -340,6 +360,8 @@ class ServiceHostTest : public ::testing::Test {
   std::unique_ptr<ServiceHost> host_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<OrgRegistry::Stub> stub_;
+  absl::Notification shutdown_done_;
+  std::thread shutdown_thread_;
 };
 
 TEST(IsLoopbackAddressTest, AcceptsLoopbackForms) {
@@ -579,9 +601,7 @@ TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
   RawCall watch(channel_, "/grpc.health.v1.Health/Watch", absl::Seconds(30));
   ASSERT_TRUE(watch.Write(StringField(1, "")));
   ASSERT_TRUE(watch.WritesDone());
-  std::optional<std::string> first = watch.Read();
-  ASSERT_TRUE(first.has_value());
-  ASSERT_EQ(VarintField(*first, 1), kServing);
+  ASSERT_EQ(NextStatus(watch), kServing);
 
   // A slow call is in flight when Shutdown starts.
   grpc::ClientContext slow_context;
@@ -597,15 +617,8 @@ TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
   });
   ASSERT_TRUE(testing::PollUntil([&] { return service_.slow_call_pending(); }, absl::Seconds(10)));
 
-  absl::Notification shutdown_done;
-  std::thread shutdown([&] {
-    host_->Shutdown();
-    shutdown_done.Notify();
-  });
-
-  std::optional<std::string> next = watch.Read();
-  ASSERT_TRUE(next.has_value());
-  EXPECT_EQ(VarintField(*next, 1), kNotServing);
+  StartShutdown();
+  EXPECT_EQ(NextStatus(watch), kNotServing);
   EXPECT_FALSE(host_->serving());
   // The probes' listener outlives the drain and tells them: out of rotation, but alive (a
   // liveness probe must not have the pod killed mid-drain). It is updated just after the main one.
@@ -613,7 +626,7 @@ TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
                                  absl::Seconds(10)));
   EXPECT_EQ(HealthOf(probe, kLivenessService), kServing);
   // The slow call still holds the drain open.
-  EXPECT_FALSE(shutdown_done.HasBeenNotified());
+  EXPECT_FALSE(shutdown_done_.HasBeenNotified());
   EXPECT_FALSE(slow_done.HasBeenNotified());
 
   watch.Cancel();
@@ -622,8 +635,7 @@ TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
   EXPECT_TRUE(slow_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_TRUE(slow_status.ok()) << slow_status.error_message();
   EXPECT_EQ(slow_response.id(), kSlowOrgId);
-  EXPECT_TRUE(shutdown_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  shutdown.join();
+  EXPECT_TRUE(shutdown_done_.WaitForNotificationWithTimeout(absl::Seconds(10)));
 
   // Nothing is accepted any more: refused, as clients retry, not cancelled.
   grpc::ClientContext after;
@@ -645,9 +657,7 @@ TEST_F(ServiceHostTest, Shutdown_ServesThroughTheDelayWhileNotServing) {
   RawCall watch(channel_, "/grpc.health.v1.Health/Watch", absl::Seconds(60));
   ASSERT_TRUE(watch.Write(StringField(1, kRegistryService)));
   ASSERT_TRUE(watch.WritesDone());
-  std::optional<std::string> first = watch.Read();
-  ASSERT_TRUE(first.has_value());
-  ASSERT_EQ(VarintField(*first, 1), kServing);
+  ASSERT_EQ(NextStatus(watch), kServing);
 
   // A client that keeps calling until the health it watches says NOT_SERVING.
   std::atomic<bool> not_serving_seen{false};
@@ -663,14 +673,8 @@ TEST_F(ServiceHostTest, Shutdown_ServesThroughTheDelayWhileNotServing) {
   });
   ASSERT_TRUE(testing::PollUntil([&] { return calls.load() > 0; }, absl::Seconds(10)));
 
-  absl::Notification shutdown_done;
-  std::thread shutdown([&] {
-    host_->Shutdown();
-    shutdown_done.Notify();
-  });
-  std::optional<std::string> next = watch.Read();
-  ASSERT_TRUE(next.has_value());
-  EXPECT_EQ(VarintField(*next, 1), kNotServing);
+  StartShutdown();
+  EXPECT_EQ(NextStatus(watch), kNotServing);
   not_serving_seen = true;
   client.join();
   EXPECT_TRUE(failures.empty()) << failures.size() << " calls failed, the first with code "
@@ -694,13 +698,12 @@ TEST_F(ServiceHostTest, Shutdown_ServesThroughTheDelayWhileNotServing) {
   Org org;
   EXPECT_TRUE(fresh->GetOrg(&fresh_context, request, &org).ok());
   EXPECT_EQ(org.id(), 2);
-  EXPECT_FALSE(shutdown_done.HasBeenNotified());
+  EXPECT_FALSE(shutdown_done_.HasBeenNotified());
 
   watch.Cancel();
   watch.Finish();
   host_->EndShutdownDelay();
-  EXPECT_TRUE(shutdown_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
-  shutdown.join();
+  EXPECT_TRUE(shutdown_done_.WaitForNotificationWithTimeout(absl::Seconds(30)));
 
   grpc::ClientContext after;
   EXPECT_EQ(GetOrg(1, after, absl::Seconds(2)).error_code(), grpc::StatusCode::UNAVAILABLE);

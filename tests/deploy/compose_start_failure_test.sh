@@ -16,24 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/container_test_lib.sh"
 ct_init "$@"
 ct_require podman podman-compose openssl iptables
 
-project=djfail-$$-$RANDOM
-work=$(mktemp -d /tmp/dj-compose-fail-test.XXXXXX)
-chmod 0755 "$work"
-export DJ_COMPOSE_DIR=$work
-grpc_port='' metrics_port='' pg_port='' redis_port=''
-dj_pick_free_port grpc_port
-dj_pick_free_port metrics_port
-dj_pick_free_port pg_port
-dj_pick_free_port redis_port
-export DJ_GRPC_PORT=$grpc_port DJ_METRICS_PORT=$metrics_port DJ_PG_PORT=$pg_port
-export DJ_REDIS_PORT=$redis_port
-
-leftovers() {
-  podman ps --all --quiet --filter "label=io.podman.compose.project=$project"
-  podman volume ls --quiet --filter "label=io.podman.compose.project=$project"
-  podman network exists "${project}_default" 2>/dev/null && echo "network ${project}_default"
-  return 0
-}
+ct_compose_project djfail dj-compose-fail-test
 # shellcheck disable=SC2317  # called by ct_on_exit
 teardown() {
   bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >/dev/null 2>&1 || true
@@ -76,10 +59,5 @@ fi
 dj_log "ok: compose.sh up failed in ${took}s with podman's error"
 
 ct_step "compose down"
-bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >"$work/down.log" 2>&1 || {
-  cat "$work/down.log" >&2
-  fail "compose.sh down"
-}
-left=$(leftovers)
-[[ -z $left ]] || fail "left behind after compose down: $left"
+ct_compose_down
 dj_log "ok: nothing of $project is left; test passed in $((SECONDS - ct_started))s"

@@ -7,7 +7,7 @@
 #   ct_init "$@"    # [--prebuilt] REPO_ROOT BUILD_DIR; sets root, build_dir, prebuilt,
 #                   # health_bin, token_bin, import_bin; sources scripts/lib.sh,
 #                   # deploy/images/podman-env.sh and deploy/images/secrets.sh
-# Then ct_require CMD..., ct_trap_exit, ct_build_images, ct_step, ct_redis_password_used,
+# Then ct_require CMD..., ct_compose_project, ct_compose_down, ct_trap_exit, ct_build_images, ct_step, ct_redis_password_used,
 # ct_no_secret_in, ct_import_demo,
 # ct_stop_registry, fail.
 
@@ -72,6 +72,43 @@ ct_build_images() {
     dj_log "building the images (base reused when podman or $DJ_IMAGE_CACHE holds it)"
     bash "$root/deploy/images/build.sh" --build-dir "$build_dir" || fail "deploy/images/build.sh"
   fi
+}
+
+# ct_compose_project NAME TMP_PREFIX: sets up a compose project for deploy/images/compose.sh:
+# `project` (NAME-PID-RANDOM), its folder `work` (/tmp/TMP_PREFIX.XXXXXX, exported as
+# DJ_COMPOSE_DIR) and free 127.0.0.1 ports grpc_port, metrics_port, pg_port and redis_port
+# (exported as DJ_GRPC_PORT...); and `leftovers`, which names what the project still has
+# (containers, volumes, network; nothing when all is gone), for ct_trap_exit.
+ct_compose_project() {
+  project=$1-$$-$RANDOM
+  work=$(mktemp -d "/tmp/$2.XXXXXX")
+  chmod 0755 "$work"
+  export DJ_COMPOSE_DIR=$work
+  grpc_port='' metrics_port='' pg_port='' redis_port=''
+  dj_pick_free_port grpc_port
+  dj_pick_free_port metrics_port
+  dj_pick_free_port pg_port
+  dj_pick_free_port redis_port
+  export DJ_GRPC_PORT=$grpc_port DJ_METRICS_PORT=$metrics_port DJ_PG_PORT=$pg_port
+  export DJ_REDIS_PORT=$redis_port
+  # shellcheck disable=SC2317  # called by ct_on_exit
+  leftovers() {
+    podman ps --all --quiet --filter "label=io.podman.compose.project=$project"
+    podman volume ls --quiet --filter "label=io.podman.compose.project=$project"
+    podman network exists "${project}_default" 2>/dev/null && echo "network ${project}_default"
+    return 0
+  }
+}
+
+# ct_compose_down: `compose.sh down --volumes` of the project must succeed and leave nothing.
+ct_compose_down() {
+  bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >"$work/down.log" 2>&1 || {
+    cat "$work/down.log" >&2
+    fail "compose.sh down"
+  }
+  local left
+  left=$(leftovers)
+  [[ -z $left ]] || fail "left behind after compose down: $left"
 }
 
 # ct_token KEYS_FILE OUT: an admin token for the whole city, valid 10 minutes, in OUT (0600).

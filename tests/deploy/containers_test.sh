@@ -27,26 +27,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/container_test_lib.sh"
 ct_init "$@"
 ct_require podman podman-compose debootstrap openssl curl redis-cli
 
-project=djtest-$$-$RANDOM
-work=$(mktemp -d /tmp/dj-containers-test.XXXXXX)
-chmod 0755 "$work"
-export DJ_COMPOSE_DIR=$work
-grpc_port='' metrics_port='' pg_port='' redis_port=''
-dj_pick_free_port grpc_port
-dj_pick_free_port metrics_port
-dj_pick_free_port pg_port
-dj_pick_free_port redis_port
-export DJ_GRPC_PORT=$grpc_port DJ_METRICS_PORT=$metrics_port DJ_PG_PORT=$pg_port
-export DJ_REDIS_PORT=$redis_port
+ct_compose_project djtest dj-containers-test
 registry=${project}_registry_1
-
-# Names of what the project still has: containers, volumes, network (empty when all is gone).
-leftovers() {
-  podman ps --all --quiet --filter "label=io.podman.compose.project=$project"
-  podman volume ls --quiet --filter "label=io.podman.compose.project=$project"
-  podman network exists "${project}_default" 2>/dev/null && echo "network ${project}_default"
-  return 0
-}
 
 # shellcheck disable=SC2317  # called by ct_on_exit
 teardown() {
@@ -142,12 +124,7 @@ drain=$(grep -E '"msg":"(shutting down|stopped)"' <<<"$registry_log" | tail -n 2
 [[ -n $drain ]] || fail "the registry's log lacks \"shutting down\" and \"stopped\" after SIGTERM"
 dj_log "ok: podman stop of the registry: ${ct_stop_ms} ms (the drain: ${drain} ms), exit 0"
 
-bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >"$work/down.log" 2>&1 || {
-  cat "$work/down.log" >&2
-  fail "compose.sh down"
-}
-left=$(leftovers)
-[[ -z $left ]] || fail "left behind after compose down: $left"
+ct_compose_down
 dj_log "ok: containers, volume and network of $project are gone"
 ct_step "finish"
 dj_log "containers test passed in $((SECONDS - ct_started))s"
