@@ -3,9 +3,9 @@
 # --no-build on free ports with its data in a temporary folder, then:
 #   1. what it printed holds no secret: not the operator token, the Redis password or the JWT key
 #      (only where their files are);
-#   2. Redis killed (SIGKILL): run.sh says so, starts it again on the same port, and meanwhile and
-#      afterwards the registry, the same process, answers (health SERVING, the demo tree
-#      re-imported unchanged);
+#   2. Redis killed (SIGKILL): run.sh says so, starts it again on the same port, with the same
+#      password, and meanwhile and afterwards the registry, the same process, answers (health
+#      SERVING, the demo tree re-imported unchanged) and gives the new Redis its password;
 #   3. the same for Prometheus;
 #   4. SIGTERM to run.sh: everything stops in order, run.sh exits 0, every port is free.
 #
@@ -125,8 +125,10 @@ grep -qE "redis \(pid $redis_pid\) exited" "$work/err.log" || fail "run.sh did n
 [[ $(listener_pid "$grpc_port") == "$registry_pid" ]] || fail "the registry was restarted"
 health || fail "the registry is not SERVING after Redis came back"
 reimport
-[[ $(redis-cli -p "$redis_port" ping 2>&1) == *NOAUTH* ]] ||
-  fail "the restarted Redis answers without the password"
+refusals=$(dj_redis_auth_refusals "$redis_port" "$run/redis.password") ||
+  fail "the restarted Redis does not answer with its password"
+[[ -z $refusals ]] || fail "the restarted Redis refused the registry's calls: $refusals"
+dj_redis_refuses_anonymous "$redis_port" || fail "the restarted Redis answers without the password"
 dj_log "ok: Redis killed, started again by run.sh; the registry (same pid) went on serving"
 
 # --- 3. Prometheus dies ---------------------------------------------------------------------
