@@ -408,11 +408,17 @@ void ServiceHost::Shutdown() {
         draining_.store(true);
         SetHealthLocked(false);
       }
+      if (options_.shutdown_delay > absl::ZeroDuration()) {
+        // Still listening and serving: only the health answer has changed.
+        log::Info("server not serving; closing the listener after the delay",
+                  {{"delay_ms", absl::ToInt64Milliseconds(options_.shutdown_delay)}});
+        delay_over_.WaitForNotificationWithTimeout(options_.shutdown_delay);
+      }
       log::Info("server draining",
                 {{"grace_ms", absl::ToInt64Milliseconds(options_.shutdown_grace)}});
       // Stops accepting calls, lets in-flight ones finish until the deadline, then cancels them;
-      // returns once every call is done.
-      server_->Shutdown(absl::ToChronoTime(begin + options_.shutdown_grace));
+      // returns once every call is done. The grace counts from here, after the delay.
+      server_->Shutdown(absl::ToChronoTime(absl::Now() + options_.shutdown_grace));
       server_->Wait();
       // Probes saw NOT_SERVING throughout the drain; the health listener goes last.
       if (health_server_ != nullptr) {
@@ -424,6 +430,11 @@ void ServiceHost::Shutdown() {
     stop_.Notify();
     if (readiness_thread_.joinable()) readiness_thread_.join();
   });
+}
+
+void ServiceHost::EndShutdownDelay() {
+  // absl::Notification must be notified once only.
+  std::call_once(delay_over_once_, [this] { delay_over_.Notify(); });
 }
 
 void ServiceHost::ReadinessLoop() {

@@ -5,9 +5,10 @@
 // for as long as the host runs, for probes that must not follow the database), server reflection,
 // message size and keepalive limits, TLS when listening beyond loopback, and interceptors that
 // record the standard gRPC metrics and log one JSON line per call (method, request id, code,
-// duration). Shutdown: stop accepting, mark NOT_SERVING, let in-flight calls finish until the grace
-// deadline, then cancel what is left. Thread-safe: Shutdown() may be called from any thread, once
-// or more.
+// duration). Shutdown: mark NOT_SERVING and keep serving for shutdown_delay (so clients and load
+// balancers that follow health move away before the port closes), then stop accepting, let
+// in-flight calls finish until the grace deadline, and cancel what is left. Thread-safe:
+// Shutdown() may be called from any thread, once or more.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
@@ -50,6 +51,11 @@ struct ServerOptions {
   absl::Duration keepalive_timeout = absl::Seconds(20);
   absl::Duration min_client_ping_interval = absl::Seconds(10);
   absl::Duration max_connection_idle = absl::Minutes(30);
+  // On Shutdown(), how long to go on serving while health says NOT_SERVING, before the listener
+  // closes. gRPC refuses calls that arrive after the close with UNAVAILABLE, which clients retry
+  // elsewhere; but calls that reach it in the instant it closes end CANCELLED, which they do not
+  // retry. The delay lets the clients and balancers that watch health stop sending first.
+  absl::Duration shutdown_delay = absl::ZeroDuration();
   absl::Duration shutdown_grace = absl::Seconds(10);
   absl::Duration readiness_interval = absl::Seconds(1);
 };
@@ -67,6 +73,9 @@ class ServiceHost {
   int health_port() const { return health_port_; }  // 0 without a health listener
   // Drains and stops (see above). Blocks until the server has stopped.
   void Shutdown();
+  // Cuts Shutdown()'s delay short: the listener closes now, or as soon as Shutdown() starts if it
+  // has not yet (for a second stop request, and for tests). Any thread, once or more.
+  void EndShutdownDelay();
   bool serving() const { return serving_.load(); }
 
  private:
@@ -93,6 +102,8 @@ class ServiceHost {
   // was already running cannot publish SERVING again.
   absl::Mutex health_mu_;
   absl::Notification stop_;
+  absl::Notification delay_over_;  // see EndShutdownDelay()
+  std::once_flag delay_over_once_;
   std::thread readiness_thread_;
   std::once_flag shutdown_once_;
 };

@@ -12,7 +12,23 @@ packages=(
   python3 python3-yaml
   curl openssl
   podman runc netavark aardvark-dns catatonit debootstrap podman-compose
+  iptables ca-certificates debian-archive-keyring
 )
+# Packages are installed without their Recommends, so everything the tools above run at run time
+# is named here even when Debian ranks it only a Recommends or a Suggests (`apt-cache depends`):
+#   iptables     netavark (the network of compose's containers) runs it to set up NAT and
+#                forwarding; without it every container on a network fails to start with
+#                "netavark: No such file or directory". Only a Suggests of podman.
+#   netavark, aardvark-dns  a Depends-or (netavark | containernetworking-plugins) and a Recommends:
+#                named so the backend is the one podman 4.3 defaults to, with DNS between containers
+#   catatonit    the init of a pod's infra container (`podman play kube`); a Recommends of podman
+#   runc         podman depends on crun | runc; crun refuses this kernel's hybrid cgroups
+#   debian-archive-keyring  debootstrap (a Recommends) checks the archive's Release signature with
+#                it; without it debootstrap skips the check
+#   ca-certificates  debootstrap's wget (a Recommends) on a mirror reached over https
+# Not needed: buildah (podman build carries its own), uidmap, slirp4netns, fuse-overlayfs and
+# dbus-user-session (rootless podman only; the suite's containers run as root), nftables (iptables
+# talks to the kernel's nf_tables itself), prometheus-node-exporter.
 
 missing=()
 for p in "${packages[@]}"; do

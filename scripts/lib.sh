@@ -183,18 +183,86 @@ dj_pg_create_db() {
 
 # --- Redis ----------------------------------------------------------------------------------
 
-# Starts redis-server on 127.0.0.1:$1 with working folder $2 in the background, as a cache only
-# (no snapshots, no append-only file); sets DJ_REDIS_PID. Fails if it does not answer in 10 s.
-dj_redis_start() {
-  local port=$1 dir=$2
+# dj_secret_file FILE: makes FILE (mode 0600) holding 32 random bytes in hex, from openssl rand,
+# unless it exists; a secret once made is kept (whoever holds it goes on working).
+dj_secret_file() {
+  [[ -s $1 ]] && return 0
+  (
+    umask 077
+    openssl rand -hex 32 >"$1.tmp"
+  ) || dj_die "openssl rand failed"
+  mv "$1.tmp" "$1"
+}
+
+# dj_shows_secret OUTPUT SECRET_FILE...: true, printing the SECRET_FILE's name, if the file OUTPUT
+# (a command's output, a log) holds the secret of one of them: a whole line, or the part after
+# the last ':' ("kid:hs256:SECRET" key lines); '#' comment lines are not secrets. For tests.
+dj_shows_secret() {
+  local out=$1 secret_file line
+  shift
+  for secret_file in "$@"; do
+    while IFS= read -r line; do
+      [[ -z $line || $line == \#* ]] && continue
+      if grep -qF -- "${line##*:}" "$out"; then
+        echo "$secret_file"
+        return 0
+      fi
+    done <"$secret_file"
+  done
+  return 1
+}
+
+# dj_redis_spawn PORT DIR [PASSWORD_FILE]: starts redis-server on 127.0.0.1:PORT with working
+# folder DIR in the background, as a cache only (no snapshots, no append-only file), and sets
+# DJ_REDIS_PID. With PASSWORD_FILE, clients must AUTH with the password on its first line: it goes
+# into DIR/redis.conf (mode 0600), which redis-server reads, so it is on no command line. Returns
+# non-zero (and stops what it started) if Redis does not answer within 10 s.
+dj_redis_spawn() {
+  local port=$1 dir=$2 password_file=${3:-}
+  local config=()
   mkdir -p "$dir"
-  setsid redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+  if [[ -n $password_file ]]; then
+    local password
+    password=$(head -n 1 "$password_file") || dj_die "cannot read $password_file"
+    # One word of printable characters: it is written into Redis' config as it is.
+    [[ $password =~ ^[A-Za-z0-9._~+/=-]+$ ]] ||
+      dj_die "$password_file: the password must be one word of letters, digits and ._~+/=-"
+    (
+      umask 077
+      printf '# Made by scripts/lib.sh from %s.\nrequirepass %s\n' "$password_file" "$password" \
+        >"$dir/redis.conf"
+    )
+    config=("$dir/redis.conf")
+  fi
+  setsid redis-server "${config[@]}" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no --dir "$dir" --logfile "$dir/redis.log" &
   DJ_REDIS_PID=$!
-  if ! dj_wait_for_port "$port" 10 "$DJ_REDIS_PID"; then
-    dj_stop_pid "$DJ_REDIS_PID" 5 || true
-    dj_die "redis-server did not start on port $port; see $dir/redis.log"
-  fi
+  dj_wait_for_port "$port" 10 "$DJ_REDIS_PID" && return 0
+  dj_stop_pid "$DJ_REDIS_PID" 5 || true
+  return 1
+}
+
+# dj_redis_auth_refusals PORT PASSWORD_FILE: prints how many calls Redis on 127.0.0.1:PORT
+# refused for want of the right password (its errorstat_NOAUTH and errorstat_WRONGPASS lines;
+# nothing when there were none). Fails if Redis does not answer us with the password. redis-cli
+# takes the password from REDISCLI_AUTH, not its command line.
+dj_redis_auth_refusals() {
+  local stats
+  stats=$(REDISCLI_AUTH=$(head -n 1 "$2") redis-cli --no-auth-warning -h 127.0.0.1 -p "$1" \
+    info errorstats 2>&1) && [[ $stats == *Errorstats* ]] || {
+    printf '%s\n' "$stats" >&2
+    return 1
+  }
+  grep -E '^errorstat_(NOAUTH|WRONGPASS)' <<<"$stats" || true
+}
+
+# dj_redis_refuses_anonymous PORT: true if Redis on 127.0.0.1:PORT refuses a client that gives no
+# password (redis-cli exits 0 on a refusal: the reply tells). The refusal counts as a NOAUTH.
+dj_redis_refuses_anonymous() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>&1) == *NOAUTH* ]]; }
+
+# dj_redis_start PORT DIR [PASSWORD_FILE]: dj_redis_spawn, or fails the script.
+dj_redis_start() {
+  dj_redis_spawn "$@" || dj_die "redis-server did not start on port $1; see $2/redis.log"
 }
 
 # --- building -------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the suite on this machine: PostgreSQL, Redis, every service built so far (today
 # dj-registry), Prometheus scraping them, and the demo org tree (deploy/demo/orgs.csv) loaded.
-# Data lives in .run/ (ignored by git) and persists between runs. Ctrl-C stops everything.
+# Data lives in .run/ (ignored by git) and persists between runs. Should Redis or Prometheus exit,
+# it is started again (the registry serves from PostgreSQL meanwhile); should PostgreSQL or the
+# registry exit, everything stops. Ctrl-C stops everything.
 #
 #   bash scripts/run.sh [--insecure-no-auth]      as root on Debian 12: installs what is missing,
 #                                                 builds build/, starts everything
@@ -152,9 +154,13 @@ pg_started=true
 # fsync stays on (the default): this data is meant to survive a crash of the machine.
 dj_pg_start "$work/pg" "$pg_port" "$logs/postgresql.log"
 dj_pg_create_db "$pg_port" dj_registry
+pg_pid=$(head -n 1 "$work/pg/postmaster.pid")
 
-dj_log "Redis on 127.0.0.1:$redis_port"
-dj_redis_start "$redis_port" "$work/redis"
+# Redis asks clients for a password, made once (mode 0600) and handed to the registry as a file.
+redis_password_file=$work/redis.password
+dj_secret_file "$redis_password_file"
+dj_log "Redis on 127.0.0.1:$redis_port (password in $redis_password_file)"
+dj_redis_start "$redis_port" "$work/redis" "$redis_password_file"
 redis_pid=$DJ_REDIS_PID
 
 # --- keys and the registry ------------------------------------------------------------------
@@ -175,7 +181,10 @@ registry_flags=(
   --metrics_address="127.0.0.1:$metrics_port"
   --pg_conninfo="host=127.0.0.1 port=$pg_port dbname=dj_registry user=postgres"
   --redis_address="127.0.0.1:$redis_port"
+  --redis_password_file="$redis_password_file"
   --jwt_keys_file="$keys_file"
+  # On Ctrl-C: NOT_SERVING, still serving for a moment, then the drain (as Kubernetes' preStop).
+  --shutdown_delay=1s
 )
 if $insecure; then
   registry_flags+=(--insecure_disable_auth=true)
@@ -206,12 +215,14 @@ done
 "$health_bin" --target "127.0.0.1:$grpc_port" --timeout 2s >/dev/null ||
   dj_die "dj-registry: the server as a whole is not SERVING"
 
-token=$("$token_bin" --keys_file "$keys_file" --kid local --subject operator --roles admin \
-  --org_scope '*' --ttl 8h) || dj_die "dj-token could not mint the operator token"
+# Straight into a 0600 file: the token is never printed (a terminal's scrollback or a nohup log
+# would keep an 8-hour city-wide admin token).
 (
   umask 077
-  printf '%s\n' "$token" >"$work/operator.token"
-)
+  "$token_bin" --keys_file "$keys_file" --kid local --subject operator --roles admin \
+    --org_scope '*' --ttl 8h >"$work/operator.token.tmp"
+) || dj_die "dj-token could not mint the operator token"
+mv "$work/operator.token.tmp" "$work/operator.token"
 
 # --- the demo tree --------------------------------------------------------------------------
 demo_rows=$(($(wc -l <"$demo_csv") - 1))
@@ -244,13 +255,20 @@ if $smoke; then
 fi
 promtool check config "$prometheus_config" >"$logs/promtool.log" 2>&1 ||
   dj_die "invalid Prometheus config; see $logs/promtool.log"
-dj_log "Prometheus on 127.0.0.1:$prometheus_port"
 mkdir -p "$work/prometheus"
-setsid prometheus --config.file="$prometheus_config" --storage.tsdb.path="$work/prometheus" \
-  --web.listen-address="127.0.0.1:$prometheus_port" >>"$logs/prometheus.log" 2>&1 &
-prometheus_pid=$!
-dj_wait_for_port "$prometheus_port" 30 "$prometheus_pid" ||
-  dj_die "Prometheus did not start; see $logs/prometheus.log"
+# Starts Prometheus in the background and sets prometheus_pid; non-zero if it does not listen
+# within 30 s (then it is stopped).
+spawn_prometheus() {
+  setsid prometheus --config.file="$prometheus_config" --storage.tsdb.path="$work/prometheus" \
+    --web.listen-address="127.0.0.1:$prometheus_port" >>"$logs/prometheus.log" 2>&1 &
+  prometheus_pid=$!
+  dj_wait_for_port "$prometheus_port" 30 "$prometheus_pid" && return 0
+  dj_stop_pid "$prometheus_pid" 5 || true
+  prometheus_pid=''
+  return 1
+}
+dj_log "Prometheus on 127.0.0.1:$prometheus_port"
+spawn_prometheus || dj_die "Prometheus did not start; see $logs/prometheus.log"
 
 # --- --smoke: check, then stop --------------------------------------------------------------
 # Prints the number of rows dj-import's summary reports as $1 (e.g. "created").
@@ -274,6 +292,15 @@ if $smoke; then
   grep -q '^grpc_server_started_total' "$work/metrics.txt" ||
     dj_die "/metrics has no grpc_server_started_total after calls"
   dj_log "ok: /metrics has grpc_server_started_total"
+
+  # Redis: the registry's calls carried the right password (Redis counts each refusal by its
+  # error code), and a client without the password is refused.
+  refusals=$(dj_redis_auth_refusals "$redis_port" "$redis_password_file") ||
+    dj_die "Redis does not answer with its password"
+  [[ -z $refusals ]] || dj_die "Redis refused the registry's calls for want of the password" \
+    "(is --redis_password_file passed on?): $refusals"
+  dj_redis_refuses_anonymous "$redis_port" || dj_die "Redis answers a client that has no password"
+  dj_log "ok: Redis asks for its password, and the registry gives it"
 
   deadline=$((SECONDS + prometheus_up_timeout))
   until curl -fsS --max-time 5 "http://127.0.0.1:$prometheus_port/api/v1/targets?state=active" \
@@ -304,11 +331,9 @@ dangjian is running. Data: $(rel "$work")/   Logs: $(rel "$logs")/
   registry metrics  http://127.0.0.1:$metrics_port/metrics
   Prometheus UI     http://127.0.0.1:$prometheus_port   (scrape targets: /targets)
   PostgreSQL        psql -h 127.0.0.1 -p $pg_port -U postgres dj_registry
-  Redis             redis-cli -p $redis_port
+  Redis             REDISCLI_AUTH="\$(cat $(rel "$redis_password_file"))" redis-cli -p $redis_port
 Demo tree ($(rel "$demo_csv")): $import_summary
-
-Operator token (roles admin, whole city, valid 8 h; also in $(rel "$work")/operator.token):
-$token
+Operator token (roles admin, whole city, valid 8 h): in $(rel "$work")/operator.token
 
 Try:
   $(rel "$health_bin") --target 127.0.0.1:$grpc_port --service $registry_service
@@ -318,18 +343,68 @@ Try:
 Ctrl-C stops everything.
 EOF
 
-# Returns when a service exits on its own (then the EXIT trap stops the rest and we fail) or when
-# Ctrl-C / SIGTERM runs the trap above.
-set +e
-wait -n "$registry_pid" "$redis_pid" "$prometheus_pid"
-status=$?
-set -e
-for name in registry redis prometheus; do
-  pid_var=${name}_pid
-  if ! dj_pid_alive "${!pid_var}"; then
-    echo "error: $name exited on its own (status $status); see $logs/" >&2
-    wait "${!pid_var}" 2>/dev/null
-    printf -v "$pid_var" '%s' ''
+# --- supervise ------------------------------------------------------------------------------
+# Redis is only a cache and Prometheus only watches: when one exits, it is started again and the
+# registry goes on serving (from PostgreSQL until Redis is back). One that fails to start, or
+# exits within 10 s of its start, is tried again after 1, 2, 4 ... up to 30 s. PostgreSQL or the
+# registry exiting stops everything (exit 1). Ctrl-C / SIGTERM runs the trap above instead.
+declare -A started_at=([redis]=$SECONDS [prometheus]=$SECONDS) retry_at=([redis]=0 [prometheus]=0)
+declare -A backoff=([redis]=1 [prometheus]=1)
+
+# later NAME: the next start of NAME waits for its back-off, which then doubles.
+later() {
+  retry_at[$1]=$((SECONDS + backoff[$1]))
+  dj_log "$1: next start in ${backoff[$1]}s"
+  backoff[$1]=$((backoff[$1] * 2 > 30 ? 30 : backoff[$1] * 2))
+}
+
+# restart NAME: starts redis or prometheus again once its back-off has passed.
+restart() {
+  local name=$1
+  ((SECONDS >= retry_at[$name])) || return 0
+  started_at[$name]=$SECONDS
+  if [[ $name == redis ]]; then
+    dj_redis_spawn "$redis_port" "$work/redis" "$redis_password_file" && redis_pid=$DJ_REDIS_PID
+  else
+    spawn_prometheus
+  fi || {
+    dj_log "$name did not start again; see $logs/"
+    later "$name"
+    return 0
+  }
+  local pid_var=${name}_pid
+  dj_log "$name started again (pid ${!pid_var})"
+}
+
+while :; do
+  if ! dj_pid_alive "$registry_pid"; then
+    wait "$registry_pid" 2>/dev/null && status=0 || status=$?
+    registry_pid=''
+    echo "error: dj-registry exited on its own (status $status); stopping everything;" \
+      "see $logs/registry.log" >&2
+    exit 1
   fi
+  if ! dj_pid_alive "$pg_pid"; then
+    echo "error: PostgreSQL (pid $pg_pid) exited on its own; stopping everything;" \
+      "see $logs/postgresql.log" >&2
+    exit 1
+  fi
+  for name in redis prometheus; do
+    pid_var=${name}_pid
+    if [[ -n ${!pid_var} ]] && ! dj_pid_alive "${!pid_var}"; then
+      wait "${!pid_var}" 2>/dev/null && status=0 || status=$?
+      dj_log "$name (pid ${!pid_var}) exited with status $status; starting it again" \
+        "(the registry goes on serving; see $logs/)"
+      printf -v "$pid_var" '%s' ''
+      if ((SECONDS - started_at[$name] < 10)); then
+        later "$name"
+      else
+        backoff[$name]=1
+      fi
+    fi
+    [[ -n ${!pid_var} ]] || restart "$name"
+  done
+  # A background sleep: `wait` returns at once when a signal's trap is due.
+  sleep 0.5 &
+  wait $! 2>/dev/null || true
 done
-exit 1

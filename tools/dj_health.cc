@@ -26,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "tools/client_files.h"
+#include "tools/usage.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the gRPC server to probe");
 ABSL_FLAG(std::string, service, "",
@@ -122,6 +123,7 @@ std::optional<uint64_t> DecodeStatus(absl::string_view bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  dangjian::tools::ListOwnFlagsInHelp(__FILE__);
   absl::SetProgramUsageMessage(
       "Asks a gRPC server's grpc.health.v1 service whether it is SERVING; exit 0 if so, else 1.");
   absl::ParseCommandLine(argc, argv);

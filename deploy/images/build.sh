@@ -14,7 +14,7 @@
 #
 # DIR is a CMake build folder holding services/registry/dj-registry and tools/dj-health, e.g.
 #   cmake -S . -B build -G Ninja && ninja -C build dj-registry dj-health
-# Run as root on Debian 12 with podman, buildah, runc and debootstrap installed.
+# Run as root on Debian 12 with what scripts/deps.sh installs (podman, runc, debootstrap, ...).
 set -euo pipefail
 # shellcheck source=deploy/images/podman-env.sh
 source "$(dirname "${BASH_SOURCE[0]}")/podman-env.sh"
@@ -63,7 +63,7 @@ readonly registry_uid=10001
 
 for cmd in podman debootstrap; do
   command -v "$cmd" >/dev/null ||
-    die "$cmd is missing: apt-get install -y podman buildah runc debootstrap podman-compose"
+    die "$cmd is missing: run scripts/deps.sh as root"
 done
 dj_podman_env
 

@@ -11,8 +11,8 @@
 #       project's network; --volumes also deletes PostgreSQL's data.
 #
 # Secrets and the token live in DJ_COMPOSE_DIR (default .run/containers/, ignored by git), made
-# on first use by deploy/images/secrets.sh: JWT key, PostgreSQL password, a CA and the registry's
-# TLS certificate for the names registry, localhost and 127.0.0.1. Host ports: DJ_GRPC_PORT=50051 DJ_METRICS_PORT=9464
+# on first use by deploy/images/secrets.sh: JWT key, PostgreSQL and Redis passwords, a CA and the
+# registry's TLS certificate for the names registry, localhost and 127.0.0.1. Host ports: DJ_GRPC_PORT=50051 DJ_METRICS_PORT=9464
 # DJ_PG_PORT=55432 DJ_REDIS_PORT=56379. The project name defaults to dangjian (DJ_PROJECT).
 # As root on Debian 12 (podman as root; the secrets are chowned to the containers' users).
 set -euo pipefail
@@ -75,11 +75,29 @@ container() { echo "${project}_$1_1"; }
 
 # --- health ---------------------------------------------------------------------------------
 
+# Fails at once, with podman's own error, if container $1 was created but never started:
+# podman-compose only logs such a failure (a network podman cannot set up, say netavark without
+# iptables) and goes on, and the container would then sit in "created" with no log of its own.
+# Starting it again shows the error; should that start succeed, all is well.
+require_started() {
+  local name=$1 never err
+  never=$(podman container inspect --format '{{.State.StartedAt.IsZero}}' "$name" 2>/dev/null) ||
+    return 0  # missing: wait_healthy says so
+  [[ $never == true ]] || return 0
+  err=$(podman start "$name" 2>&1 >/dev/null) && return 0
+  # (Without systemd podman also complains about its health-check timers: not the cause.)
+  err=$(grep -v 'level=' <<<"$err") || true
+  dj_die "container $name was created but could not start; podman says:"$'\n'"$err"
+}
+
 # Waits until every container of the project passes its image's HEALTHCHECK (run here with
 # `podman healthcheck run`: podman's periodic checks need systemd timers, which a container
-# host without systemd lacks). Fails at once if a container stopped for good.
+# host without systemd lacks). Fails at once if a container never started or stopped for good.
 wait_healthy() {
   local deadline=$((SECONDS + health_timeout)) service name state
+  for service in postgres redis registry; do
+    require_started "$(container "$service")"
+  done
   for service in postgres redis registry; do
     name=$(container "$service")
     until podman healthcheck run "$name" >/dev/null 2>&1; do
@@ -103,7 +121,7 @@ wait_healthy() {
 
 up() {
   command -v podman-compose >/dev/null ||
-    dj_die "podman-compose is missing: apt-get install -y podman buildah runc debootstrap podman-compose"
+    dj_die "podman-compose is missing: run scripts/deps.sh as root"
   if $build; then
     bash "$DJ_ROOT/scripts/deps.sh"
     dj_build "$build_dir" -- dj-registry dj-health dj-token dj-import
@@ -138,7 +156,7 @@ dangjian runs in containers (project $project). Secrets and token: $rel_work/
   registry gRPC     127.0.0.1:$DJ_GRPC_PORT   (TLS; CA: $rel_work/ca.pem)
   registry metrics  http://127.0.0.1:$DJ_METRICS_PORT/metrics
   PostgreSQL        127.0.0.1:$DJ_PG_PORT   (database and role dj_registry, password in $rel_work/secrets/postgres/)
-  Redis             127.0.0.1:$DJ_REDIS_PORT
+  Redis             127.0.0.1:$DJ_REDIS_PORT   (password in $rel_work/secrets/registry/redis/)
 Try:
   $(realpath --relative-to="$PWD" "$build_dir")/tools/dj-health --target 127.0.0.1:$DJ_GRPC_PORT --tls_ca_file $rel_work/ca.pem --service dangjian.registry.v1.OrgRegistry
   $(realpath --relative-to="$PWD" "$build_dir")/tools/dj-import --target 127.0.0.1:$DJ_GRPC_PORT --tls_ca_file $rel_work/ca.pem --token_file $rel_work/operator.token --csv deploy/demo/orgs.csv
@@ -150,7 +168,8 @@ EOF
 down() {
   mkdir -p "$work/logs"
   local rc=0 service name status
-  # In order, each given time to finish: the registry drains calls (shutdown_grace 10 s).
+  # In order, each given time to finish: the registry serves on for its shutdown delay (1 s),
+  # then drains calls (shutdown grace 10 s).
   for service in registry redis postgres; do
     name=$(container "$service")
     podman container exists "$name" || continue

@@ -9,14 +9,18 @@
 #                    ca.crt        the local CA that signed it
 #   DIR/registry/db/pgpass       libpq password file for host "postgres" (compose;    Kubernetes: PGPASSWORD
 #                                  Kubernetes passes the password as PGPASSWORD)      from dangjian-registry-db
+#   DIR/registry/redis/password  the password Redis asks for (AUTH)                  Secret dangjian-registry-redis
 #   DIR/postgres/password        the password of the role dj_registry (PostgreSQL's container)
+#   DIR/redis/auth.conf          the same Redis password as a "requirepass" line, which Redis'
+#                                  config includes (Redis' container; Kubernetes: the managed Redis)
 #   DIR/../ca.pem                a copy of the CA certificate the host's tools can read
 #   DIR/../ca.key                the CA's key (outside the mounted folders)
 #
 # A secret that exists is never replaced (the database keeps its password). Files are handed to
-# the images' users: the registry runs as uid 10001, PostgreSQL as 901. Needs root and openssl.
+# the images' users: the registry runs as uid 10001, PostgreSQL as 901, Redis as 902. Needs root
+# and openssl.
 
-readonly DJ_REGISTRY_UID=10001 DJ_POSTGRES_UID=901
+readonly DJ_REGISTRY_UID=10001 DJ_POSTGRES_UID=901 DJ_REDIS_UID=902
 
 # dj_make_secrets DIR
 dj_make_secrets() {
@@ -26,7 +30,7 @@ dj_make_secrets() {
   local r=$secrets/registry
   local work
   work=$(dirname "$secrets")
-  mkdir -p "$r/auth" "$r/tls" "$r/db" "$secrets/postgres"
+  mkdir -p "$r/auth" "$r/tls" "$r/db" "$r/redis" "$secrets/postgres" "$secrets/redis"
   chmod 0755 "$work" "$secrets"
   (
     umask 077
@@ -40,6 +44,12 @@ dj_make_secrets() {
       openssl rand -hex 24 >"$secrets/postgres/password"
       rm -f "$r/db/pgpass"
     fi
+    if [[ ! -s $r/redis/password ]]; then
+      openssl rand -hex 32 >"$r/redis/password"
+      rm -f "$secrets/redis/auth.conf"
+    fi
+    [[ -s $secrets/redis/auth.conf ]] ||
+      printf 'requirepass %s\n' "$(cat "$r/redis/password")" >"$secrets/redis/auth.conf"
     # libpq's password file: host:port:database:user:password, for the host name "postgres".
     [[ -s $r/db/pgpass ]] ||
       printf 'postgres:5432:dj_registry:dj_registry:%s\n' "$(cat "$secrets/postgres/password")" \
@@ -59,9 +69,12 @@ dj_make_secrets() {
   )
   chmod 0644 "$r/tls/ca.crt" "$r/tls/tls.crt"
   chown -R "$DJ_REGISTRY_UID:$DJ_REGISTRY_UID" "$r"
-  chmod 0500 "$r" "$r/auth" "$r/tls" "$r/db"
-  chmod 0400 "$r/auth/jwt_keys" "$r/db/pgpass" "$r/tls/tls.key"
+  chmod 0500 "$r" "$r/auth" "$r/tls" "$r/db" "$r/redis"
+  chmod 0400 "$r/auth/jwt_keys" "$r/db/pgpass" "$r/tls/tls.key" "$r/redis/password"
   chown "$DJ_POSTGRES_UID:$DJ_POSTGRES_UID" "$secrets/postgres/password"
   chmod 0400 "$secrets/postgres/password"
+  chown -R "$DJ_REDIS_UID:$DJ_REDIS_UID" "$secrets/redis"
+  chmod 0500 "$secrets/redis"
+  chmod 0400 "$secrets/redis/auth.conf"
   install -m 0644 "$r/tls/ca.crt" "$work/ca.pem"
 }

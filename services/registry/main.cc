@@ -49,8 +49,12 @@ ABSL_FLAG(bool, insecure_disable_auth, false,
           "DEVELOPMENT ONLY: accept calls without tokens as a city-wide admin");
 ABSL_FLAG(int, worker_threads, 8, "threads running blocking work (SQL, Redis)");
 ABSL_FLAG(int, worker_queue, 4096, "queued calls beyond which calls get RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, shutdown_delay, absl::Seconds(1),
+          "on SIGTERM, how long to go on serving with health NOT_SERVING before the listener "
+          "closes, so clients that follow health stop sending first (calls that reach a closing "
+          "listener end CANCELLED, which clients do not retry); 0 closes at once");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
-          "on SIGTERM, how long in-flight calls may take to finish");
+          "on SIGTERM, after --shutdown_delay, how long in-flight calls may take to finish");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warn or error");
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM server certificate (required off loopback)");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of the server certificate");
@@ -78,7 +82,11 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
   config.server.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   config.server.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
   config.server.health_address = absl::GetFlag(FLAGS_health_address);
+  config.server.shutdown_delay = absl::GetFlag(FLAGS_shutdown_delay);
   config.server.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  if (config.server.shutdown_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_delay must not be negative");
+  }
   config.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   config.pg.conninfo = absl::GetFlag(FLAGS_pg_conninfo);
   config.pg.size = absl::GetFlag(FLAGS_pg_pool_size);

@@ -260,6 +260,13 @@ std::optional<uint64_t> HealthOf(const std::shared_ptr<grpc::Channel>& channel,
   return VarintField(*response, 1);
 }
 
+// The status in the next message of a grpc.health.v1 Watch (nullopt once the stream ended).
+std::optional<uint64_t> NextStatus(RawCall& watch) {
+  std::optional<std::string> message = watch.Read();
+  if (!message.has_value()) return std::nullopt;
+  return VarintField(*message, 1);
+}
+
 // Every service name server reflection lists.
 std::vector<std::string> ReflectedServices(const std::shared_ptr<grpc::Channel>& channel) {
   std::vector<std::string> names;
@@ -327,6 +334,19 @@ class ServiceHostTest : public ::testing::Test {
     return stub_->GetOrg(&context, request, &org);
   }
 
+  // Runs host_->Shutdown() on a thread of its own; shutdown_done_ is notified when it returns.
+  void StartShutdown() {
+    shutdown_thread_ = std::thread([this] {
+      host_->Shutdown();
+      shutdown_done_.Notify();
+    });
+  }
+  void TearDown() override {
+    if (!shutdown_thread_.joinable()) return;
+    host_->EndShutdownDelay();  // should the test have stopped before it ended the delay
+    shutdown_thread_.join();
+  }
+
   static std::string TrailerRequestId(const grpc::ClientContext& context) {
     const auto& trailers = context.GetServerTrailingMetadata();
     auto it = trailers.find("x-request-id");
@@ -340,6 +360,8 @@ class ServiceHostTest : public ::testing::Test {
   std::unique_ptr<ServiceHost> host_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<OrgRegistry::Stub> stub_;
+  absl::Notification shutdown_done_;
+  std::thread shutdown_thread_;
 };
 
 TEST(IsLoopbackAddressTest, AcceptsLoopbackForms) {
@@ -579,9 +601,7 @@ TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
   RawCall watch(channel_, "/grpc.health.v1.Health/Watch", absl::Seconds(30));
   ASSERT_TRUE(watch.Write(StringField(1, "")));
   ASSERT_TRUE(watch.WritesDone());
-  std::optional<std::string> first = watch.Read();
-  ASSERT_TRUE(first.has_value());
-  ASSERT_EQ(VarintField(*first, 1), kServing);
+  ASSERT_EQ(NextStatus(watch), kServing);
 
   // A slow call is in flight when Shutdown starts.
   grpc::ClientContext slow_context;
@@ -597,22 +617,16 @@ TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
   });
   ASSERT_TRUE(testing::PollUntil([&] { return service_.slow_call_pending(); }, absl::Seconds(10)));
 
-  absl::Notification shutdown_done;
-  std::thread shutdown([&] {
-    host_->Shutdown();
-    shutdown_done.Notify();
-  });
-
-  std::optional<std::string> next = watch.Read();
-  ASSERT_TRUE(next.has_value());
-  EXPECT_EQ(VarintField(*next, 1), kNotServing);
+  StartShutdown();
+  EXPECT_EQ(NextStatus(watch), kNotServing);
   EXPECT_FALSE(host_->serving());
   // The probes' listener outlives the drain and tells them: out of rotation, but alive (a
-  // liveness probe must not have the pod killed mid-drain).
-  EXPECT_EQ(HealthOf(probe, kRegistryService), kNotServing);
+  // liveness probe must not have the pod killed mid-drain). It is updated just after the main one.
+  EXPECT_TRUE(testing::PollUntil([&] { return HealthOf(probe, kRegistryService) == kNotServing; },
+                                 absl::Seconds(10)));
   EXPECT_EQ(HealthOf(probe, kLivenessService), kServing);
   // The slow call still holds the drain open.
-  EXPECT_FALSE(shutdown_done.HasBeenNotified());
+  EXPECT_FALSE(shutdown_done_.HasBeenNotified());
   EXPECT_FALSE(slow_done.HasBeenNotified());
 
   watch.Cancel();
@@ -621,12 +635,81 @@ TEST_F(ServiceHostTest, Shutdown_DrainsInFlightCallAndReportsNotServing) {
   EXPECT_TRUE(slow_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_TRUE(slow_status.ok()) << slow_status.error_message();
   EXPECT_EQ(slow_response.id(), kSlowOrgId);
-  EXPECT_TRUE(shutdown_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
-  shutdown.join();
+  EXPECT_TRUE(shutdown_done_.WaitForNotificationWithTimeout(absl::Seconds(10)));
 
-  // Nothing is accepted any more.
+  // Nothing is accepted any more: refused, as clients retry, not cancelled.
   grpc::ClientContext after;
-  EXPECT_FALSE(GetOrg(1, after, absl::Seconds(2)).ok());
+  EXPECT_EQ(GetOrg(1, after, absl::Seconds(2)).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+// With a shutdown delay, the host says NOT_SERVING at once but goes on serving until the delay
+// ends: a client that follows health stops sending, and none of its calls meets a closing port.
+// Calls after the close are refused with UNAVAILABLE (retried by clients), never CANCELLED.
+TEST_F(ServiceHostTest, Shutdown_ServesThroughTheDelayWhileNotServing) {
+  ServerOptions options = Options();
+  options.health_address = "127.0.0.1:0";
+  // Long enough never to end by itself here: the test ends it with EndShutdownDelay().
+  options.shutdown_delay = absl::Minutes(10);
+  StartHost(options);
+  auto probe = grpc::CreateChannel(absl::StrCat("127.0.0.1:", host_->health_port()),
+                                   grpc::InsecureChannelCredentials());
+  // Watches the service's own name, which is updated after "" (and before the probe listener).
+  RawCall watch(channel_, "/grpc.health.v1.Health/Watch", absl::Seconds(60));
+  ASSERT_TRUE(watch.Write(StringField(1, kRegistryService)));
+  ASSERT_TRUE(watch.WritesDone());
+  ASSERT_EQ(NextStatus(watch), kServing);
+
+  // A client that keeps calling until the health it watches says NOT_SERVING.
+  std::atomic<bool> not_serving_seen{false};
+  std::atomic<int> calls{0};
+  std::vector<grpc::StatusCode> failures;
+  std::thread client([&] {
+    while (!not_serving_seen.load()) {
+      grpc::ClientContext context;
+      const grpc::Status status = GetOrg(1, context);
+      ++calls;
+      if (!status.ok()) failures.push_back(status.error_code());
+    }
+  });
+  ASSERT_TRUE(testing::PollUntil([&] { return calls.load() > 0; }, absl::Seconds(10)));
+
+  StartShutdown();
+  EXPECT_EQ(NextStatus(watch), kNotServing);
+  not_serving_seen = true;
+  client.join();
+  EXPECT_TRUE(failures.empty()) << failures.size() << " calls failed, the first with code "
+                                << static_cast<int>(failures.front());
+
+  // Within the delay: readiness NOT_SERVING on both listeners, liveness SERVING, and calls are
+  // still served, on the open connection and on a new one.
+  EXPECT_FALSE(host_->serving());
+  EXPECT_EQ(HealthOf(channel_, ""), kNotServing);
+  EXPECT_TRUE(testing::PollUntil([&] { return HealthOf(probe, kRegistryService) == kNotServing; },
+                                 absl::Seconds(10)));
+  EXPECT_EQ(HealthOf(probe, kLivenessService), kServing);
+  grpc::ClientContext during;
+  EXPECT_TRUE(GetOrg(1, during).ok());
+  auto fresh = OrgRegistry::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", host_->port()),
+                                                        grpc::InsecureChannelCredentials()));
+  grpc::ClientContext fresh_context;
+  fresh_context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  GetOrgRequest request;
+  request.set_id(2);
+  Org org;
+  EXPECT_TRUE(fresh->GetOrg(&fresh_context, request, &org).ok());
+  EXPECT_EQ(org.id(), 2);
+  EXPECT_FALSE(shutdown_done_.HasBeenNotified());
+
+  watch.Cancel();
+  watch.Finish();
+  host_->EndShutdownDelay();
+  EXPECT_TRUE(shutdown_done_.WaitForNotificationWithTimeout(absl::Seconds(30)));
+
+  grpc::ClientContext after;
+  EXPECT_EQ(GetOrg(1, after, absl::Seconds(2)).error_code(), grpc::StatusCode::UNAVAILABLE);
+  grpc::ClientContext after_fresh;
+  after_fresh.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  EXPECT_EQ(fresh->GetOrg(&after_fresh, request, &org).error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
 TEST_F(ServiceHostTest, Shutdown_CancelsWhatOutlivesTheGrace) {

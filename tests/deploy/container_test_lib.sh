@@ -7,13 +7,15 @@
 #   ct_init "$@"    # [--prebuilt] REPO_ROOT BUILD_DIR; sets root, build_dir, prebuilt,
 #                   # health_bin, token_bin, import_bin; sources scripts/lib.sh,
 #                   # deploy/images/podman-env.sh and deploy/images/secrets.sh
-# Then ct_require CMD..., ct_trap_exit, ct_build_images, ct_step, ct_import_demo,
+# Then ct_require CMD..., ct_compose_project, ct_compose_down, ct_trap_exit, ct_build_images, ct_step, ct_redis_password_used,
+# ct_no_secret_in, ct_import_demo,
 # ct_stop_registry, fail.
 
 # shellcheck disable=SC2034  # used by the scripts that source this
 readonly CT_REGISTRY_SERVICE=dangjian.registry.v1.OrgRegistry
-# A drained idle registry exits within milliseconds; podman adds 0.5-2.5 s here (a SIGKILL after
-# the 30 s timeout would show as exit 137, which ct_stop_registry refuses).
+# An idle registry exits its shutdown delay (1 s in compose and deploy/k8s) after SIGTERM, the
+# drain then takes milliseconds; podman adds 0.5-2.5 s here (a SIGKILL after the 30 s timeout
+# would show as exit 137, which ct_stop_registry refuses).
 readonly CT_STOP_LIMIT_S=8
 
 fail() {
@@ -72,6 +74,43 @@ ct_build_images() {
   fi
 }
 
+# ct_compose_project NAME TMP_PREFIX: sets up a compose project for deploy/images/compose.sh:
+# `project` (NAME-PID-RANDOM), its folder `work` (/tmp/TMP_PREFIX.XXXXXX, exported as
+# DJ_COMPOSE_DIR) and free 127.0.0.1 ports grpc_port, metrics_port, pg_port and redis_port
+# (exported as DJ_GRPC_PORT...); and `leftovers`, which names what the project still has
+# (containers, volumes, network; nothing when all is gone), for ct_trap_exit.
+ct_compose_project() {
+  project=$1-$$-$RANDOM
+  work=$(mktemp -d "/tmp/$2.XXXXXX")
+  chmod 0755 "$work"
+  export DJ_COMPOSE_DIR=$work
+  grpc_port='' metrics_port='' pg_port='' redis_port=''
+  dj_pick_free_port grpc_port
+  dj_pick_free_port metrics_port
+  dj_pick_free_port pg_port
+  dj_pick_free_port redis_port
+  export DJ_GRPC_PORT=$grpc_port DJ_METRICS_PORT=$metrics_port DJ_PG_PORT=$pg_port
+  export DJ_REDIS_PORT=$redis_port
+  # shellcheck disable=SC2317  # called by ct_on_exit
+  leftovers() {
+    podman ps --all --quiet --filter "label=io.podman.compose.project=$project"
+    podman volume ls --quiet --filter "label=io.podman.compose.project=$project"
+    podman network exists "${project}_default" 2>/dev/null && echo "network ${project}_default"
+    return 0
+  }
+}
+
+# ct_compose_down: `compose.sh down --volumes` of the project must succeed and leave nothing.
+ct_compose_down() {
+  bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >"$work/down.log" 2>&1 || {
+    cat "$work/down.log" >&2
+    fail "compose.sh down"
+  }
+  local left
+  left=$(leftovers)
+  [[ -z $left ]] || fail "left behind after compose down: $left"
+}
+
 # ct_token KEYS_FILE OUT: an admin token for the whole city, valid 10 minutes, in OUT (0600).
 ct_token() {
   local token
@@ -81,6 +120,21 @@ ct_token() {
     umask 077
     printf '%s\n' "$token" >"$2"
   )
+}
+
+# ct_redis_password_used PORT PASSWORD_FILE: Redis on 127.0.0.1:PORT refused none of the calls
+# so far for want of the password (the registry's gave it), and refuses a client without it.
+ct_redis_password_used() {
+  local refusals
+  refusals=$(dj_redis_auth_refusals "$1" "$2") || fail "Redis on port $1 refuses its password"
+  [[ -z $refusals ]] || fail "Redis refused the registry's calls for want of the password: $refusals"
+  dj_redis_refuses_anonymous "$1" || fail "Redis on port $1 answers a client without a password"
+}
+
+# ct_no_secret_in FILE SECRET_FILE...: FILE (a command's output) shows no secret of the files.
+ct_no_secret_in() {
+  local shown
+  if shown=$(dj_shows_secret "$@"); then fail "$1 shows the secret of $shown"; fi
 }
 
 # ct_import_demo TARGET CA_FILE TOKEN_FILE WORK EXPECT: imports deploy/demo/orgs.csv over TLS and

@@ -8,10 +8,12 @@
 #      PostgreSQL, Redis and the registry pass their images' health checks;
 #   3. checks, through the published ports only: every published port is bound to 127.0.0.1;
 #      the gRPC port refuses plaintext and answers grpc.health.v1 over TLS (dj-health, trusting
-#      the CA compose.sh made); a token minted with dj-token imports the demo tree (deploy/demo/orgs.csv)
-#      with every row created and none failed, and a second import finds them all unchanged;
-#      /metrics counts the calls; inside, the registry runs as a non-root user, as PID 1, with
-#      no compiler in the image;
+#      the CA compose.sh made); compose.sh's output holds no secret; a token minted with
+#      dj-token imports the demo tree (deploy/demo/orgs.csv) with every row created and none
+#      failed, and a second import finds them all unchanged; /metrics counts the calls; Redis
+#      refused none of the registry's calls for want of the password, and refuses a client
+#      without it; inside, the registry runs as a non-root user, as PID 1, with no compiler in
+#      the image;
 #   4. stops the registry with `podman stop` (it must drain and exit 0 within a few seconds),
 #      then the rest (compose down, volumes removed) and checks nothing of the project is left:
 #      containers, volume, network. The EXIT trap does the same cleanup on any failure.
@@ -23,28 +25,10 @@ set -euo pipefail
 # shellcheck source=tests/deploy/container_test_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/container_test_lib.sh"
 ct_init "$@"
-ct_require podman podman-compose debootstrap openssl curl
+ct_require podman podman-compose debootstrap openssl curl redis-cli
 
-project=djtest-$$-$RANDOM
-work=$(mktemp -d /tmp/dj-containers-test.XXXXXX)
-chmod 0755 "$work"
-export DJ_COMPOSE_DIR=$work
-grpc_port='' metrics_port='' pg_port='' redis_port=''
-dj_pick_free_port grpc_port
-dj_pick_free_port metrics_port
-dj_pick_free_port pg_port
-dj_pick_free_port redis_port
-export DJ_GRPC_PORT=$grpc_port DJ_METRICS_PORT=$metrics_port DJ_PG_PORT=$pg_port
-export DJ_REDIS_PORT=$redis_port
+ct_compose_project djtest dj-containers-test
 registry=${project}_registry_1
-
-# Names of what the project still has: containers, volumes, network (empty when all is gone).
-leftovers() {
-  podman ps --all --quiet --filter "label=io.podman.compose.project=$project"
-  podman volume ls --quiet --filter "label=io.podman.compose.project=$project"
-  podman network exists "${project}_default" 2>/dev/null && echo "network ${project}_default"
-  return 0
-}
 
 # shellcheck disable=SC2317  # called by ct_on_exit
 teardown() {
@@ -93,6 +77,10 @@ for service in postgres redis registry; do
 done
 dj_log "ok: every published port is on 127.0.0.1"
 
+ct_no_secret_in "$work/up.log" "$work/operator.token" "$work/secrets/registry/redis/password" \
+  "$work/secrets/postgres/password" "$work/secrets/registry/auth/jwt_keys"
+dj_log "ok: compose.sh printed no secret"
+
 if "$health_bin" --target "127.0.0.1:$grpc_port" --service "$CT_REGISTRY_SERVICE" --timeout 2s \
   >/dev/null 2>&1; then
   fail "the registry answered plaintext on its published port (TLS is required off loopback)"
@@ -111,6 +99,9 @@ metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:$metrics_port/metrics") ||
 grep -q '^grpc_server_started_total.*ImportOrgs' <<<"$metrics" ||
   fail "/metrics does not count the ImportOrgs calls"
 dj_log "ok: /metrics counts the calls"
+
+ct_redis_password_used "$redis_port" "$work/secrets/registry/redis/password"
+dj_log "ok: Redis refused none of the registry's calls and refuses a client without the password"
 
 uid=$(podman exec "$registry" id -u) || fail "podman exec $registry"
 [[ $uid != 0 ]] || fail "the registry runs as root"
@@ -133,12 +124,7 @@ drain=$(grep -E '"msg":"(shutting down|stopped)"' <<<"$registry_log" | tail -n 2
 [[ -n $drain ]] || fail "the registry's log lacks \"shutting down\" and \"stopped\" after SIGTERM"
 dj_log "ok: podman stop of the registry: ${ct_stop_ms} ms (the drain: ${drain} ms), exit 0"
 
-bash "$root/deploy/images/compose.sh" down --volumes --project "$project" >"$work/down.log" 2>&1 || {
-  cat "$work/down.log" >&2
-  fail "compose.sh down"
-}
-left=$(leftovers)
-[[ -z $left ]] || fail "left behind after compose down: $left"
+ct_compose_down
 dj_log "ok: containers, volume and network of $project are gone"
 ct_step "finish"
 dj_log "containers test passed in $((SECONDS - ct_started))s"

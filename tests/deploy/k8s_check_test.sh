@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Static checks of deploy/k8s (ctest: deploy_k8s_check_test): the manifests pass
 # tests/deploy/k8s_manifests.py's checks (replicas, probes, securityContext, resources, PDB,
-# Services, Secrets by reference only, ConfigMap keys that are flags of the binaries), and a
+# Services, Secrets by reference only (no secret in a ConfigMap, secret files from mounted
+# Secrets, a Redis password), ConfigMap keys that are flags of the binaries), and a
 # copy with typical mistakes is refused line by line, so the checker itself is proven to bite.
 #
 #   bash tests/deploy/k8s_check_test.sh REPO_ROOT BUILD_DIR
@@ -33,6 +34,8 @@ sed -i -e 's/^  replicas: 2$/  replicas: 1/' \
   -e 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' \
   -e '/livenessProbe:/,/periodSeconds/ s/service: liveness/service: ""/' \
   -e 's/^  DANGJIAN_SHUTDOWN_GRACE: .*/  DANGJIAN_SHUTDOWN_GRACE: "30s"\n  DANGJIAN_NO_SUCH_FLAG: "1"/' \
+  -e 's/^  DANGJIAN_REDIS_TIMEOUT: .*/&\n  DANGJIAN_REDIS_PASSWORD: "in-plain-sight"/' \
+  -e 's|mountPath: /run/secrets/dangjian/redis$|mountPath: /run/secrets/dangjian/cache|' \
   -e '/readinessProbe:/,/periodSeconds/ s/port: 8086/port: 50051/' \
   -e 's/drop: \["ALL"\]/drop: []/' "$m"
 printf 'apiVersion: v1\nkind: Secret\nmetadata: {name: leaked, namespace: dangjian}\nstringData: {password: x}\n' \
@@ -49,7 +52,9 @@ for expected in \
   'capabilities.drop: \[ALL\]' \
   'readinessProbe must probe the plaintext health port' \
   "livenessProbe must ask for 'liveness'" \
-  'preStop 5s \+ shutdown grace 30s must be under terminationGracePeriodSeconds 30'; do
+  'preStop 5s \+ shutdown delay 1s \+ shutdown grace 30s must be under terminationGracePeriodSeconds 30' \
+  'DANGJIAN_REDIS_PASSWORD would put a secret in a ConfigMap' \
+  'DANGJIAN_REDIS_PASSWORD_FILE names /run/secrets/dangjian/redis/password, which no mounted Secret'; do
   grep -q -E -- "$expected" "$work/out" || {
     cat "$work/out" >&2
     fail "the checker did not report: $expected"
@@ -62,4 +67,4 @@ grep -q 'Secrets are referenced, never committed with values' "$work/out" || {
   cat "$work/out" >&2
   fail "the checker did not report the Secret with values"
 }
-echo "ok: deploy/k8s passes; 9 planted mistakes are each reported"
+echo "ok: deploy/k8s passes; 11 planted mistakes are each reported"

@@ -9,8 +9,11 @@
       preStop delay that fits, with the drain, in terminationGracePeriodSeconds; runs non-root
       with a read-only root filesystem, no privilege escalation, all capabilities dropped; a
       Service and a PodDisruptionBudget select its pods; no Secret carries values (references
-      only); every key of a ConfigMap is the DANGJIAN_ twin of a flag the binary has
-      (--flags-from runs `BINARY --helpfull`).
+      only), no ConfigMap holds a secret (a key naming a password, secret, token or key must be
+      a *_FILE path), and every file a container's ConfigMap names under /run/secrets lies in a
+      Secret volume it mounts; a container given Redis is given its password file too; every key
+      of a ConfigMap is the DANGJIAN_ twin of a flag the binary has (--flags-from runs
+      `BINARY --helpfull`).
 
   k8s_manifests.py local K8S_DIR --out FILE --image-tag TAG --secrets DIR --pg-port N
       --redis-port N --ports GRPC:METRICS:HEALTH [--ports ...] --run-id ID
@@ -22,7 +25,8 @@
         - the image is the local one (localhost/NAME:TAG);
         - Secret volumes become hostPath folders under --secrets (deploy/images/secrets.sh makes
           them; podman 4.3 cannot mount Secrets), and PGPASSWORD is taken from that folder;
-        - PostgreSQL and Redis are pods on 127.0.0.1 (PostgreSQL without TLS, so sslmode=disable);
+        - PostgreSQL and Redis are pods on 127.0.0.1 (PostgreSQL without TLS, so sslmode=disable;
+          Redis with the password of --secrets' redis/auth.conf);
         - native gRPC probes (podman 4.3 has none) become exec probes running dj-health against
           the same port and service;
         - Services, PodDisruptionBudgets, NetworkPolicies, Namespaces and ServiceAccounts are
@@ -41,6 +45,8 @@ import yaml
 PART_OF = "dangjian"
 HEALTH_PORT_NAME = "health"
 LIVENESS_SERVICE = "liveness"
+SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "KEY")
+SECRETS_ROOT = "/run/secrets/"
 
 
 def load_dir(k8s_dir):
@@ -123,20 +129,38 @@ class Checker:
             self.need(live == LIVENESS_SERVICE, cw,
                       f"livenessProbe must ask for '{LIVENESS_SERVICE}': a database outage must "
                       "not restart every pod")
+            env = {}
+            for ref in c.get("envFrom", []):
+                env.update(configmaps.get(ref.get("configMapRef", {}).get("name"), {}))
             pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
             pre_s = int(pre[-1]) if len(pre) == 2 and pre[0].endswith("sleep") else None
             if self.need(pre_s is not None and pre_s > 0, cw, "lifecycle.preStop must sleep N s"):
-                env = {}
-                for ref in c.get("envFrom", []):
-                    env.update(configmaps.get(ref.get("configMapRef", {}).get("name"), {}))
+                # The flags' defaults: dj-registry's --shutdown_delay and --shutdown_grace.
+                delay = duration_seconds(env.get("DANGJIAN_SHUTDOWN_DELAY", "1s"))
                 drain = duration_seconds(env.get("DANGJIAN_SHUTDOWN_GRACE", "10s"))
-                self.need(drain is not None and pre_s + drain < grace, cw,
-                          f"preStop {pre_s}s + shutdown grace {drain}s must be under "
-                          f"terminationGracePeriodSeconds {grace}")
+                self.need(delay is not None and drain is not None and
+                          pre_s + delay + drain < grace, cw,
+                          f"preStop {pre_s}s + shutdown delay {delay:g}s + shutdown grace "
+                          f"{drain:g}s must be under terminationGracePeriodSeconds {grace}")
+            self.secret_files(cw, c, pod, env)
             for v in c.get("env", []):
                 self.need("value" not in v or "PASSWORD" not in v["name"], cw,
                           f"{v['name']} must come from a Secret, not a literal")
         return labels
+
+    def secret_files(self, where, container, pod, env):
+        """Files the ConfigMap names under /run/secrets come from mounted Secret volumes."""
+        secret_volumes = {v["name"] for v in pod.get("volumes", []) if "secret" in v}
+        mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])
+                  if m["name"] in secret_volumes]
+        for key, value in env.items():
+            if key.endswith("_FILE") and str(value).startswith(SECRETS_ROOT):
+                self.need(any(str(value).startswith(m) for m in mounts), where,
+                          f"{key} names {value}, which no mounted Secret volume holds")
+        if env.get("DANGJIAN_REDIS_ADDRESS"):
+            self.need(env.get("DANGJIAN_REDIS_PASSWORD_FILE"), where,
+                      "Redis needs a password: set DANGJIAN_REDIS_PASSWORD_FILE to a file of a "
+                      "Secret volume")
 
     def run(self, k8s_dir, binaries):
         docs, kustomization = load_dir(k8s_dir)
@@ -158,6 +182,11 @@ class Checker:
             if d["kind"] == "Secret":
                 self.need(not d.get("data") and not d.get("stringData"), where,
                           "Secrets are referenced, never committed with values")
+            if d["kind"] == "ConfigMap":
+                for key in d.get("data", {}):
+                    self.need(key.endswith("_FILE") or not any(w in key for w in SECRET_WORDS),
+                              where, f"{key} would put a secret in a ConfigMap: name a file of a "
+                              "mounted Secret instead (..._FILE)")
             if d["kind"] == "ConfigMap" and flags:
                 for key in d.get("data", {}):
                     flag = key[len("DANGJIAN_"):].lower() if key.startswith("DANGJIAN_") else None
@@ -220,12 +249,15 @@ def backing_services(args):
     }, [{"name": "password", "hostPath": {"path": os.path.join(args.secrets, "postgres"),
                                           "type": "Directory"}},
         {"name": "data", "emptyDir": {}}])
+    # The image's config includes /run/secrets/redis/auth.conf (requirepass).
     redis = deployment(f"dangjian-local-redis-{args.run_id}", {
         "name": "redis",
         "image": "localhost/dangjian-redis:7",
         "args": ["--bind", "127.0.0.1", "--port", str(args.redis_port)],
         "securityContext": secure,
-    }, [])
+        "volumeMounts": [{"name": "auth", "mountPath": "/run/secrets/redis", "readOnly": True}],
+    }, [{"name": "auth", "hostPath": {"path": os.path.join(args.secrets, "redis"),
+                                      "type": "Directory"}}])
     return [postgres, redis]
 
 
@@ -332,7 +364,8 @@ def main():
         # Which folder of deploy/images/secrets.sh's layout stands for each Secret.
         args.secret_dirs = {"dangjian-registry-auth": "registry/auth",
                             "dangjian-registry-tls": "registry/tls",
-                            "dangjian-registry-db": "registry/db"}
+                            "dangjian-registry-db": "registry/db",
+                            "dangjian-registry-redis": "registry/redis"}
         render_local(args)
 
 

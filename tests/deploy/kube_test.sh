@@ -11,8 +11,10 @@
 #      questions of their probes on the plaintext health port; the API port refuses plaintext and
 #      answers over TLS; the demo tree imported through replica 0 is found unchanged through
 #      replica 1 (one database, migrations applied once though both replicas started together);
-#      podman applied the manifests' limits: read-only root filesystem, non-root user, memory
-#      limit; the liveness probe, which podman runs as the container's health check, passes;
+#      Redis refused none of the replicas' calls (they read its password from their Secret
+#      volume) and refuses a client without it; podman applied the manifests' limits: read-only
+#      root filesystem, non-root user, memory limit; the liveness probe, which podman runs as
+#      the container's health check, passes;
 #   4. stops the registry pods (each must drain and exit 0 within a few seconds), then
 #      `podman play kube --down`, and checks no pod, container or volume of the run is left.
 #
@@ -23,7 +25,7 @@ set -euo pipefail
 # shellcheck source=tests/deploy/container_test_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/container_test_lib.sh"
 ct_init "$@"
-ct_require podman debootstrap openssl curl
+ct_require podman debootstrap openssl curl redis-cli
 python=/usr/bin/python3
 "$python" -c 'import yaml' 2>/dev/null || fail "python3-yaml is missing: run scripts/deps.sh"
 
@@ -157,6 +159,8 @@ for ((i = 0; i < replicas; i++)); do
     grep -q '^grpc_server_started_total' || fail "/metrics of replica $i"
 done
 dj_log "ok: both replicas expose /metrics"
+ct_redis_password_used "$redis_port" "$secrets/registry/redis/password"
+dj_log "ok: Redis refused none of the replicas' calls and refuses a client without the password"
 
 # --- 4. stop --------------------------------------------------------------------------------
 ct_step "stop"
