@@ -85,6 +85,7 @@ struct RegistryApp::Parts {
   std::unique_ptr<OrgGauges> gauges;
   std::unique_ptr<WorkerPool> workers;
   std::unique_ptr<auth::TokenVerifier> verifier;
+  std::unique_ptr<PageTokenSealer> page_tokens;
   std::unique_ptr<OrgRegistryService> service;
   std::unique_ptr<ServiceHost> host;
   std::once_flag shutdown_once;
@@ -169,8 +170,12 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
   } else {
     parts->verifier = std::make_unique<auth::TokenVerifier>(config.auth);
   }
-  parts->service = std::make_unique<OrgRegistryService>(*parts->cached_repo, *parts->notifier,
-                                                        *parts->workers, parts->verifier.get());
+  DJ_ASSIGN_OR_RETURN(std::vector<PageTokenKey> token_keys, parts->pg_repo->PageTokenKeys());
+  DJ_ASSIGN_OR_RETURN(PageTokenSealer sealer, PageTokenSealer::Create(token_keys));
+  parts->page_tokens = std::make_unique<PageTokenSealer>(std::move(sealer));
+  parts->service =
+      std::make_unique<OrgRegistryService>(*parts->cached_repo, *parts->notifier, *parts->workers,
+                                           *parts->page_tokens, parts->verifier.get());
   sql::PgPool* pool = parts->pool.get();
   DJ_ASSIGN_OR_RETURN(parts->host,
                       ServiceHost::Start(config.server, {parts->service.get()}, *parts->registry,
