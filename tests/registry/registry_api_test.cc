@@ -41,6 +41,17 @@ class RegistryApiTest : public RegistryFixture {
     return t;
   }
 
+  // A ListOrgs request for the city's subtree, 2 orgs a page, and the token of its first page.
+  std::string FirstPageToken(const Tree& t, v1::ListOrgsRequest& req) {
+    req.set_root_id(t.city.id());
+    req.set_page_size(2);
+    v1::ListOrgsResponse page;
+    const grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &page);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    EXPECT_FALSE(page.next_page_token().empty());
+    return page.next_page_token();
+  }
+
   grpc::Status Update(const v1::Org& org, std::vector<std::string> paths, v1::Org* out,
                       const std::string& token = "") {
     v1::UpdateOrgRequest req;
@@ -413,13 +424,9 @@ TEST_F(RegistryApiTest, ListOrgs_PagesThroughSubtreeInTreeOrderWithFilters) {
 TEST_F(RegistryApiTest, ListOrgs_TokenWithOtherFiltersIsRefused) {
   Tree t = MakeTree();
   v1::ListOrgsRequest req;
-  req.set_root_id(t.city.id());
-  req.set_page_size(2);
-  v1::ListOrgsResponse page;
-  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), req, &page).ok());
-  ASSERT_FALSE(page.next_page_token().empty());
-  req.set_page_token(page.next_page_token());
+  req.set_page_token(FirstPageToken(t, req));
   req.add_kinds(v1::ORG_KIND_BRANCH);
+  v1::ListOrgsResponse page;
   grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &page);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(FieldsOf(st), ElementsAre("page_token"));
@@ -548,11 +555,7 @@ std::vector<int64_t> Ids(const v1::ListOrgsResponse& page) {
 TEST_F(RegistryApiTest, ListOrgs_TokenWithAnyCharacterChangedIsRefused) {
   Tree t = MakeTree();
   v1::ListOrgsRequest req;
-  req.set_root_id(t.city.id());
-  req.set_page_size(2);
-  v1::ListOrgsResponse page;
-  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), req, &page).ok());
-  const std::string token = page.next_page_token();
+  const std::string token = FirstPageToken(t, req);
   ASSERT_FALSE(token.empty());
   const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   for (size_t i = 0; i < token.size(); ++i) {
@@ -588,11 +591,7 @@ TEST_F(RegistryApiTest, ListOrgs_ForgedTokenWithAPathOfOnesOwnIsRefused) {
 TEST_F(RegistryApiTest, ListOrgs_TokenOutlivesRestartsAndWorksOnAnotherReplica) {
   Tree t = MakeTree();
   v1::ListOrgsRequest req;
-  req.set_root_id(t.city.id());
-  req.set_page_size(2);
-  v1::ListOrgsResponse first;
-  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), req, &first).ok());
-  req.set_page_token(first.next_page_token());
+  req.set_page_token(FirstPageToken(t, req));
   v1::ListOrgsResponse second;
   ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), req, &second).ok());
   ASSERT_THAT(Ids(second), ElementsAre(t.general.id(), t.branch.id()));
