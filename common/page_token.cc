@@ -9,6 +9,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status.h"
 
 namespace dangjian {
@@ -79,6 +80,17 @@ std::string PageTokenSealer::Seal(absl::string_view purpose, absl::string_view p
   return absl::WebSafeBase64Escape(sealed);
 }
 
+std::optional<int32_t> PageTokenSealer::KeyIdOf(absl::string_view token) {
+  std::string raw;
+  if (!absl::WebSafeBase64Unescape(token, &raw) || raw.size() < kHeaderBytes + kMacBytes ||
+      raw[0] != kVersion) {
+    return std::nullopt;
+  }
+  uint32_t id = 0;
+  for (size_t i = 1; i < kHeaderBytes; ++i) id = (id << 8) | static_cast<unsigned char>(raw[i]);
+  return static_cast<int32_t>(id);
+}
+
 absl::StatusOr<std::string> PageTokenSealer::Open(absl::string_view purpose,
                                                   absl::string_view token,
                                                   const std::string& field) const {
@@ -89,9 +101,7 @@ absl::StatusOr<std::string> PageTokenSealer::Open(absl::string_view purpose,
       raw.size() < kHeaderBytes + kMacBytes || raw[0] != kVersion) {
     return NotOurs(field);
   }
-  uint32_t id = 0;
-  for (size_t i = 1; i < kHeaderBytes; ++i) id = (id << 8) | static_cast<unsigned char>(raw[i]);
-  auto key = secrets_.find(static_cast<int32_t>(id));
+  auto key = secrets_.find(*KeyIdOf(token));
   if (key == secrets_.end()) {
     return InvalidFieldError(field,
                              "was sealed with a key this server no longer holds; start the "
@@ -103,6 +113,54 @@ absl::StatusOr<std::string> PageTokenSealer::Open(absl::string_view purpose,
     return NotOurs(field);
   }
   return std::string(sealed.substr(kHeaderBytes));
+}
+
+PageTokenKeyring::PageTokenKeyring(LoadKeys load, absl::Duration min_reload_interval, Clock& clock,
+                                   std::shared_ptr<const PageTokenSealer> sealer)
+    : load_(std::move(load)),
+      min_reload_interval_(min_reload_interval),
+      clock_(clock),
+      sealer_(std::move(sealer)),
+      last_load_(absl::InfinitePast()) {}  // the first unknown key may load at once
+
+absl::StatusOr<std::unique_ptr<PageTokenKeyring>> PageTokenKeyring::Create(
+    LoadKeys load, absl::Duration min_reload_interval, Clock& clock) {
+  DJ_ASSIGN_OR_RETURN(std::vector<PageTokenKey> keys, load());
+  DJ_ASSIGN_OR_RETURN(PageTokenSealer sealer, PageTokenSealer::Create(keys));
+  return std::unique_ptr<PageTokenKeyring>(
+      new PageTokenKeyring(std::move(load), min_reload_interval, clock,
+                           std::make_shared<const PageTokenSealer>(std::move(sealer))));
+}
+
+std::shared_ptr<const PageTokenSealer> PageTokenKeyring::Sealer(absl::string_view token) {
+  std::shared_ptr<const PageTokenSealer> current;
+  {
+    absl::MutexLock lock(&mu_);
+    current = sealer_;
+    const std::optional<int32_t> id = PageTokenSealer::KeyIdOf(token);
+    if (!id || *id <= 0 || current->Holds(*id) ||
+        clock_.Now() - last_load_ < min_reload_interval_) {
+      return current;
+    }
+    last_load_ = clock_.Now();  // one reload per interval, by whichever caller comes first
+  }
+  absl::StatusOr<std::vector<PageTokenKey>> keys = load_();
+  if (!keys.ok()) {
+    log::Warn("page token keys could not be loaded again; keeping the keys held",
+              {{"error", keys.status().ToString()}});
+    return current;
+  }
+  absl::StatusOr<PageTokenSealer> loaded = PageTokenSealer::Create(*keys);
+  if (!loaded.ok()) {
+    log::Warn("page token keys loaded again are unusable; keeping the keys held",
+              {{"error", loaded.status().ToString()}});
+    return current;
+  }
+  auto fresh = std::make_shared<const PageTokenSealer>(*std::move(loaded));
+  log::Info("page token keys loaded again", {{"sealing_key_id", fresh->sealing_key_id()}});
+  absl::MutexLock lock(&mu_);
+  sealer_ = fresh;
+  return fresh;
 }
 
 }  // namespace dangjian

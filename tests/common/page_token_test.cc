@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/escaping.h"
+#include "common/clock.h"
 #include "common/status.h"
 
 namespace dangjian {
@@ -127,6 +128,89 @@ TEST(PageTokenSealer, NewSecretsAreRandomAndFullLength) {
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a->size(), kPageTokenSecretBytes);
   EXPECT_NE(*a, *b);
+}
+
+TEST(PageTokenSealer, KeyIdOfReadsTheIdWithoutVerifying) {
+  EXPECT_EQ(PageTokenSealer::KeyIdOf(Sealer({Key(7, 'a')}).Seal(kPurpose, "x")), 7);
+  EXPECT_EQ(PageTokenSealer::KeyIdOf(""), std::nullopt);
+  EXPECT_EQ(PageTokenSealer::KeyIdOf("garbage"), std::nullopt);
+}
+
+// A keyring over a store of keys that a test changes, counting the loads.
+struct KeyStore {
+  std::vector<PageTokenKey> keys = {Key(1, 'a')};
+  int loads = 0;
+  PageTokenKeyring::LoadKeys Loader() {
+    return [this]() -> absl::StatusOr<std::vector<PageTokenKey>> {
+      ++loads;
+      return keys;
+    };
+  }
+};
+
+TEST(PageTokenKeyring, LoadsAgainOnlyForATokenUnderAKeyItDoesNotHold) {
+  KeyStore store;
+  FakeClock clock;
+  auto keyring = PageTokenKeyring::Create(store.Loader(), absl::Seconds(10), clock);
+  ASSERT_TRUE(keyring.ok()) << keyring.status();
+  EXPECT_EQ(store.loads, 1);
+  const std::string old_token = (*keyring)->Sealer()->Seal(kPurpose, "old");
+  EXPECT_EQ((*keyring)->Sealer(old_token)->sealing_key_id(), 1);
+  EXPECT_EQ((*keyring)->Sealer("garbage")->sealing_key_id(), 1);
+  EXPECT_EQ(store.loads, 1) << "nothing unknown: no load";
+
+  // A rotation: another replica, started since, seals with key 2.
+  store.keys.push_back(Key(2, 'b'));
+  const std::string new_token = Sealer(store.keys).Seal(kPurpose, "new");
+  std::shared_ptr<const PageTokenSealer> sealer = (*keyring)->Sealer(new_token);
+  EXPECT_EQ(store.loads, 2);
+  EXPECT_EQ(sealer->sealing_key_id(), 2);
+  EXPECT_EQ(*sealer->Open(kPurpose, new_token), "new");
+  EXPECT_EQ(*sealer->Open(kPurpose, old_token), "old");
+}
+
+TEST(PageTokenKeyring, MadeUpKeyIdsLoadAtMostOncePerInterval) {
+  KeyStore store;
+  FakeClock clock;
+  auto keyring = PageTokenKeyring::Create(store.Loader(), absl::Seconds(10), clock);
+  ASSERT_TRUE(keyring.ok());
+  const std::string unknown = Sealer({Key(99, 'z')}).Seal(kPurpose, "x");
+  (*keyring)->Sealer(unknown);
+  EXPECT_EQ(store.loads, 2);  // the first unknown key loads at once
+  clock.Advance(absl::Seconds(9));
+  for (int i = 0; i < 100; ++i) (*keyring)->Sealer(unknown);
+  EXPECT_EQ(store.loads, 2);
+  clock.Advance(absl::Seconds(1));
+  (*keyring)->Sealer(unknown);
+  EXPECT_EQ(store.loads, 3);
+  EXPECT_FALSE((*keyring)->Sealer(unknown)->Open(kPurpose, unknown).ok());
+}
+
+TEST(PageTokenKeyring, KeepsItsKeysWhenALoadFails) {
+  bool fail = false;
+  int loads = 0;
+  FakeClock clock;
+  auto keyring = PageTokenKeyring::Create(
+      [&]() -> absl::StatusOr<std::vector<PageTokenKey>> {
+        ++loads;
+        if (fail) return absl::UnavailableError("database down");
+        return std::vector<PageTokenKey>{Key(1, 'a')};
+      },
+      absl::Seconds(10), clock);
+  ASSERT_TRUE(keyring.ok());
+  fail = true;
+  const std::string token = (*keyring)->Sealer()->Seal(kPurpose, "x");
+  std::shared_ptr<const PageTokenSealer> sealer =
+      (*keyring)->Sealer(Sealer({Key(2, 'b')}).Seal(kPurpose, "y"));
+  EXPECT_EQ(loads, 2);
+  EXPECT_EQ(*sealer->Open(kPurpose, token), "x");
+  // A store that fails at the start fails the start.
+  EXPECT_FALSE(PageTokenKeyring::Create(
+                   []() -> absl::StatusOr<std::vector<PageTokenKey>> {
+                     return absl::UnavailableError("database down");
+                   },
+                   absl::Seconds(10), clock)
+                   .ok());
 }
 
 }  // namespace

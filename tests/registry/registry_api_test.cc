@@ -4,6 +4,7 @@
 #include <google/protobuf/descriptor.pb.h>
 
 #include <map>
+#include <pqxx/pqxx>
 #include <set>
 #include <thread>
 
@@ -618,6 +619,45 @@ TEST_F(RegistryApiTest, ListOrgs_TokenOutlivesRestartsAndWorksOnAnotherReplica) 
     ASSERT_TRUE(st.ok()) << "after restart " << restart << ": " << st.error_message();
     EXPECT_THAT(Ids(out), ElementsAre(t.general.id(), t.branch.id()));
   }
+}
+
+TEST_F(RegistryApiTest, ListOrgs_TokenUnderARotatedKeyOpensOnAReplicaStartedBefore) {
+  Tree t = MakeTree();
+  v1::ListOrgsRequest req;
+  const std::string old_token = FirstPageToken(t, req);
+  // A rotation as the README says, then a replica starting after it seals with the new key.
+  {
+    pqxx::connection conn(pg_->ConnInfo(database_));
+    pqxx::work tx(conn);
+    tx.exec(
+        absl::StrCat("INSERT INTO page_token_keys (key_id, secret) SELECT max(key_id) + 1, "
+                     "decode('",
+                     std::string(64, 'a'), "', 'hex') FROM page_token_keys"));
+    tx.commit();
+  }
+  auto other = RegistryApp::Start(MakeConfig());
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto other_stub = v1::OrgRegistry::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*other)->grpc_port()), grpc::InsecureChannelCredentials()));
+  v1::ListOrgsRequest other_req = req;
+  other_req.clear_page_token();
+  v1::ListOrgsResponse page;
+  ASSERT_TRUE(other_stub->ListOrgs(Ctx(admin_).get(), other_req, &page).ok());
+  const std::string new_token = page.next_page_token();
+  EXPECT_EQ(PageTokenSealer::KeyIdOf(new_token), 2);
+
+  // The replica started before the rotation opens it (it loads the keys again)...
+  req.set_page_token(new_token);
+  v1::ListOrgsResponse out;
+  grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &out);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_THAT(Ids(out), ElementsAre(t.general.id(), t.branch.id()));
+  // ...and the new replica still opens tokens of the previous key.
+  other_req.set_page_token(old_token);
+  st = other_stub->ListOrgs(Ctx(admin_).get(), other_req, &out);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_THAT(Ids(out), ElementsAre(t.general.id(), t.branch.id()));
+  (*other)->Shutdown();
 }
 
 // --- Free text ---------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ void ParseEnumFilter(const google::protobuf::RepeatedField<int>& values, bool (*
 }  // namespace
 
 OrgRegistryService::OrgRegistryService(OrgRepository& repo, ChangeNotifier& notifier,
-                                       WorkerPool& workers, const PageTokenSealer& page_tokens,
+                                       WorkerPool& workers, PageTokenKeyring& page_tokens,
                                        const auth::TokenVerifier* verifier, Clock& clock)
     : repo_(repo),
       notifier_(notifier),
@@ -294,16 +294,17 @@ grpc::ServerUnaryReactor* OrgRegistryService::ListOrgs(grpc::CallbackServerConte
     const uint64_t fingerprint = Fingerprint64(absl::StrCat(
         root_id, "|", absl::StrJoin(req->kinds(), ","), "|", absl::StrJoin(req->domains(), ","),
         "|", absl::StrJoin(req->statuses(), ","), "|", req->max_depth()));
+    // Loads the keys again if the token names one added since (a rotation).
+    const std::shared_ptr<const PageTokenSealer> sealer = page_tokens_.Sealer(req->page_token());
     if (!req->page_token().empty()) {
       DJ_ASSIGN_OR_RETURN(query.after_path,
-                          DecodePageToken(page_tokens_, req->page_token(), fingerprint));
+                          DecodePageToken(*sealer, req->page_token(), fingerprint));
     }
     DJ_ASSIGN_OR_RETURN(ListPage page, repo_.List(query, ReadContext{deadline}));
     for (const Org& org : page.orgs) ToProto(org, resp->add_orgs());
     if (page.more && !page.orgs.empty()) {
-      resp->set_next_page_token(
-          EncodePageToken(page_tokens_, fingerprint,
-                          absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/")));
+      resp->set_next_page_token(EncodePageToken(
+          *sealer, fingerprint, absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/")));
     }
     return absl::OkStatus();
   });

@@ -37,7 +37,7 @@ class OrgRegistryService final
   // `page_tokens` seals ListOrgs' page tokens. `verifier` null disables authentication (dev
   // switch). All references must outlive the service.
   OrgRegistryService(OrgRepository& repo, ChangeNotifier& notifier, WorkerPool& workers,
-                     const PageTokenSealer& page_tokens, const auth::TokenVerifier* verifier,
+                     PageTokenKeyring& page_tokens, const auth::TokenVerifier* verifier,
                      Clock& clock = RealClock::Get());
 
   grpc::ServerUnaryReactor* CreateOrg(grpc::CallbackServerContext* ctx,
@@ -93,7 +93,7 @@ class OrgRegistryService final
   OrgRepository& repo_;
   ChangeNotifier& notifier_;
   WorkerPool& workers_;
-  const PageTokenSealer& page_tokens_;
+  PageTokenKeyring& page_tokens_;
   const auth::TokenVerifier* const verifier_;
   Clock& clock_;
 };
