@@ -29,6 +29,8 @@ namespace {
 
 // The value of the `service` label of dj_build_info.
 constexpr char kServiceName[] = "registry";
+// How often, at most, a token under a key this replica does not hold makes it read the keys again.
+constexpr absl::Duration kPageTokenKeyReloadInterval = absl::Seconds(10);
 
 // Applies the schema of each component (common's audit log first, then the registry's own), and
 // records the outcome of each in `metrics`. Stops at the first component that fails.
@@ -85,6 +87,7 @@ struct RegistryApp::Parts {
   std::unique_ptr<OrgGauges> gauges;
   std::unique_ptr<WorkerPool> workers;
   std::unique_ptr<auth::TokenVerifier> verifier;
+  std::unique_ptr<PageTokenKeyring> page_tokens;
   std::unique_ptr<OrgRegistryService> service;
   std::unique_ptr<ServiceHost> host;
   std::once_flag shutdown_once;
@@ -169,8 +172,13 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
   } else {
     parts->verifier = std::make_unique<auth::TokenVerifier>(config.auth);
   }
-  parts->service = std::make_unique<OrgRegistryService>(*parts->cached_repo, *parts->notifier,
-                                                        *parts->workers, parts->verifier.get());
+  PgOrgRepository* pg_repo = parts->pg_repo.get();
+  DJ_ASSIGN_OR_RETURN(parts->page_tokens,
+                      PageTokenKeyring::Create([pg_repo] { return pg_repo->PageTokenKeys(); },
+                                               kPageTokenKeyReloadInterval));
+  parts->service =
+      std::make_unique<OrgRegistryService>(*parts->cached_repo, *parts->notifier, *parts->workers,
+                                           *parts->page_tokens, parts->verifier.get());
   sql::PgPool* pool = parts->pool.get();
   DJ_ASSIGN_OR_RETURN(parts->host,
                       ServiceHost::Start(config.server, {parts->service.get()}, *parts->registry,

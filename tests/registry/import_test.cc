@@ -1,12 +1,15 @@
 // ImportOrgs over gRPC against real PostgreSQL and Redis: bulk trees sent in several messages and
 // across write chunks, per-row rejection (and of rows under a rejected row), idempotent re-runs,
-// and authentication, roles and subtree scope.
+// authentication, roles and subtree scope; and streams that end badly (a message that does not
+// parse, a cancelled call, a deadline) fail instead of reporting a partial import as done.
 #include <map>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "services/registry/api/registry_service.h"
+#include "tests/common/metric_reader.h"
+#include "tests/common/raw_call.h"
 #include "tests/registry/registry_fixture.h"
 
 namespace dangjian::registry {
@@ -480,6 +483,119 @@ TEST_F(ImportTest, Import_ScopedWriterLearnsNothingOutsideItsSubtree) {
   if (at_existing != std::string::npos) existing_reason.replace(at_existing, 6, "<code>");
   if (at_missing != std::string::npos) missing_reason.replace(at_missing, 6, "<code>");
   EXPECT_EQ(existing_reason, missing_reason);
+}
+
+// --- Streams that do not end well -------------------------------------------------------------
+
+// A message whose row has a name that is not UTF-8, encoded by hand: protobuf's own serializer
+// would refuse to help. The name's placeholder is replaced byte for byte, so lengths still hold.
+std::string MessageWithBadUtf8Name(const std::string& code, const std::string& parent_code) {
+  v1::ImportOrgsRequest message;
+  *message.add_rows() = Row(code, parent_code, v1::ORG_KIND_COMMITTEE, "name @@@@");
+  std::string bytes = message.SerializeAsString();
+  const size_t at = bytes.find("@@@@");
+  EXPECT_NE(at, std::string::npos);
+  bytes.replace(at, 4, "\xFF\xFE\xC0\x80");
+  return bytes;
+}
+
+std::string Encoded(const std::vector<v1::ImportOrgRow>& rows) {
+  v1::ImportOrgsRequest message;
+  for (const v1::ImportOrgRow& row : rows) *message.add_rows() = row;
+  return message.SerializeAsString();
+}
+
+constexpr char kImportMethod[] = "/dangjian.registry.v1.OrgRegistry/ImportOrgs";
+
+// Sends `messages` as raw bytes on one ImportOrgs call, half-closes, and returns the status.
+grpc::Status RawImport(const std::shared_ptr<grpc::Channel>& channel, const std::string& token,
+                       const std::vector<std::string>& messages) {
+  testing::RawCall call(channel, kImportMethod, absl::Seconds(60),
+                        {{"authorization", "Bearer " + token}});
+  for (const std::string& m : messages) {
+    if (!call.Write(m)) break;  // the server finished early; Finish() tells why
+  }
+  call.WritesDone();
+  call.Read();
+  return call.Finish();
+}
+
+TEST_F(ImportTest, Import_UnparsableSecondMessageFailsTheCallNamingMessageAndField) {
+  const grpc::Status st = RawImport(
+      channel_, admin_,
+      {Encoded(
+           {Row("ROOT", "", v1::ORG_KIND_COMMITTEE), Row("C1", "ROOT", v1::ORG_KIND_COMMITTEE)}),
+       MessageWithBadUtf8Name("C2", "ROOT"), Encoded({Row("C3", "ROOT", v1::ORG_KIND_COMMITTEE)})});
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_THAT(st.error_message(),
+              HasSubstr("message 2 of the stream could not be parsed as ImportOrgsRequest"));
+  EXPECT_THAT(st.error_message(), HasSubstr("rows[0].name is not valid UTF-8"));
+  EXPECT_THAT(st.error_message(), HasSubstr("no row was written"));
+  EXPECT_THAT(ListAll(0), IsEmpty()) << "rows before the bad message were not yet a chunk";
+}
+
+TEST_F(ImportTest, Import_UnparsableMessageAfterAWrittenChunkSaysWhatWasWritten) {
+  std::vector<v1::ImportOrgRow> rows = {Row("ROOT", "", v1::ORG_KIND_COMMITTEE)};
+  for (int i = 1; i < kImportChunkRows; ++i) {
+    rows.push_back(Row(absl::StrCat("C", i), "ROOT", v1::ORG_KIND_COMMITTEE));
+  }
+  const grpc::Status st = RawImport(channel_, admin_,
+                                    {Encoded(rows), MessageWithBadUtf8Name("LATE", "ROOT"),
+                                     Encoded({Row("LATER", "ROOT", v1::ORG_KIND_COMMITTEE)})});
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("message 2 of the stream"));
+  EXPECT_THAT(st.error_message(),
+              HasSubstr(absl::StrCat("(1 to ", kImportChunkRows, ") were written (",
+                                     kImportChunkRows, " created")));
+  EXPECT_THAT(st.error_message(), HasSubstr("send the whole stream again"));
+  EXPECT_EQ(ListAll(0).size(), static_cast<size_t>(kImportChunkRows));
+}
+
+TEST_F(ImportTest, Import_GarbageBytesAreInvalidArgument) {
+  const grpc::Status st = RawImport(channel_, admin_, {std::string("\xFF\xFF\xFF", 3)});
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("message 1 of the stream"));
+  EXPECT_THAT(st.error_message(), HasSubstr("wire format"));
+}
+
+// The server's outcome of its ImportOrgs calls: polls until one is counted as handled, then
+// returns how many ended OK.
+double HandledImportsOk(prometheus::Registry& metrics) {
+  EXPECT_TRUE(testing::PollUntil(
+      [&] {
+        return testing::MetricValue(metrics, "grpc_server_handled_total",
+                                    {{"grpc_method", "ImportOrgs"}})
+            .has_value();
+      },
+      absl::Seconds(30)))
+      << "the server never finished the import call";
+  return testing::MetricValue(metrics, "grpc_server_handled_total",
+                              {{"grpc_method", "ImportOrgs"}, {"grpc_code", "OK"}})
+      .value_or(0);
+}
+
+TEST_F(ImportTest, Import_CancelledMidStreamWritesNothingMoreAndIsNotReportedDone) {
+  v1::ImportOrgsResponse resp;
+  auto ctx = Ctx(admin_, absl::Seconds(60));
+  auto writer = stub_->ImportOrgs(ctx.get(), &resp);
+  ASSERT_TRUE(writer->Write(
+      Messages({Row("ROOT", "", v1::ORG_KIND_COMMITTEE), Row("C1", "ROOT", v1::ORG_KIND_COMMITTEE)},
+               10)[0]));
+  ctx->TryCancel();
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(HandledImportsOk(app_->metrics()), 0) << "a broken stream was reported as done";
+  EXPECT_THAT(ListAll(0), IsEmpty());
+}
+
+TEST_F(ImportTest, Import_StreamCutByTheDeadlineIsNotReportedDone) {
+  v1::ImportOrgsResponse resp;
+  auto ctx = Ctx(admin_, absl::Milliseconds(800));
+  auto writer = stub_->ImportOrgs(ctx.get(), &resp);
+  ASSERT_TRUE(writer->Write(Messages({Row("ROOT", "", v1::ORG_KIND_COMMITTEE)}, 10)[0]));
+  // No half-close: the client is still "sending" when its deadline passes.
+  EXPECT_EQ(writer->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_EQ(HandledImportsOk(app_->metrics()), 0) << "a broken stream was reported as done";
+  EXPECT_THAT(ListAll(0), IsEmpty());
 }
 
 }  // namespace

@@ -434,6 +434,28 @@ TEST(ValidateName, RefusesControlCharacters) {
   }
 }
 
+// [issue 10] A right-to-left override made one org's name display as another's; invisible
+// characters make two names that look the same differ. Names go through common/text.h.
+TEST(ValidateName, RefusesBidiControlsAndInvisibleCharacters) {
+  for (const char* name :
+       {"红山\u202E部支党", "红山\u2066党支部", "红山\u200F党支部", "红山\u200B党支部",
+        "红山\uFEFF党支部", "红山\U000E0041党支部", "红山\u2028党支部"}) {
+    SCOPED_TRACE(absl::CEscape(name));
+    FieldErrors errors;
+    ValidateName(name, "org.name", errors);
+    ASSERT_EQ(errors.violations().size(), 1u);
+    EXPECT_EQ(errors.violations()[0].field, "org.name");
+    EXPECT_THAT(errors.violations()[0].description, HasSubstr("at character 3"));
+  }
+  // Just outside the refused ranges.
+  for (const char* name : {"红山\u202F党支部", "红山\u2070党支部", "红山\u200C党支部"}) {
+    SCOPED_TRACE(absl::CEscape(name));
+    FieldErrors errors;
+    ValidateName(name, "org.name", errors);
+    EXPECT_TRUE(errors.empty());
+  }
+}
+
 TEST(ValidateName, AcceptsSpaceJustAboveControlRange) {  // 0x20 is the first non-control byte
   FieldErrors errors;
   ValidateName("第一 党支部", "name", errors);

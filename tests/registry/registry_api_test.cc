@@ -1,10 +1,18 @@
 // The registry's unary RPCs over gRPC, against real PostgreSQL and Redis: every RPC, its errors,
-// pagination, idempotent create, optimistic concurrency and authorisation.
+// pagination and its sealed tokens, idempotent create, optimistic concurrency, authorisation,
+// free-text checks, and what a request that does not parse gets.
+#include <google/protobuf/descriptor.pb.h>
+
+#include <map>
+#include <pqxx/pqxx>
 #include <set>
 #include <thread>
 
+#include "absl/strings/escaping.h"
 #include "common/status.h"
 #include "google/protobuf/field_mask.pb.h"
+#include "services/registry/domain/paging.h"
+#include "tests/common/raw_call.h"
 #include "tests/registry/registry_fixture.h"
 
 namespace dangjian::registry {
@@ -32,6 +40,17 @@ class RegistryApiTest : public RegistryFixture {
     t.branch = Create(t.general.id(), v1::ORG_KIND_BRANCH, "红山第一社区党支部", "B-HS1");
     t.group = Create(t.branch.id(), v1::ORG_KIND_GROUP, "第一党小组", "P-HS1-1");
     return t;
+  }
+
+  // A ListOrgs request for the city's subtree, 2 orgs a page, and the token of its first page.
+  std::string FirstPageToken(const Tree& t, v1::ListOrgsRequest& req) {
+    req.set_root_id(t.city.id());
+    req.set_page_size(2);
+    v1::ListOrgsResponse page;
+    const grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &page);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    EXPECT_FALSE(page.next_page_token().empty());
+    return page.next_page_token();
   }
 
   grpc::Status Update(const v1::Org& org, std::vector<std::string> paths, v1::Org* out,
@@ -406,13 +425,9 @@ TEST_F(RegistryApiTest, ListOrgs_PagesThroughSubtreeInTreeOrderWithFilters) {
 TEST_F(RegistryApiTest, ListOrgs_TokenWithOtherFiltersIsRefused) {
   Tree t = MakeTree();
   v1::ListOrgsRequest req;
-  req.set_root_id(t.city.id());
-  req.set_page_size(2);
-  v1::ListOrgsResponse page;
-  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), req, &page).ok());
-  ASSERT_FALSE(page.next_page_token().empty());
-  req.set_page_token(page.next_page_token());
+  req.set_page_token(FirstPageToken(t, req));
   req.add_kinds(v1::ORG_KIND_BRANCH);
+  v1::ListOrgsResponse page;
   grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &page);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(FieldsOf(st), ElementsAre("page_token"));
@@ -527,6 +542,271 @@ TEST_F(RegistryApiTest, ReadAfterWrite_GetSeesEveryUpdateAtOnce) {
     ASSERT_EQ(after.name(), current.name());
     ASSERT_EQ(after.etag(), current.etag());
   }
+}
+
+// --- Page tokens are sealed --------------------------------------------------------------------
+
+// The orgs of `page`, by id.
+std::vector<int64_t> Ids(const v1::ListOrgsResponse& page) {
+  std::vector<int64_t> ids;
+  for (const v1::Org& o : page.orgs()) ids.push_back(o.id());
+  return ids;
+}
+
+TEST_F(RegistryApiTest, ListOrgs_TokenWithAnyCharacterChangedIsRefused) {
+  Tree t = MakeTree();
+  v1::ListOrgsRequest req;
+  const std::string token = FirstPageToken(t, req);
+  ASSERT_FALSE(token.empty());
+  const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  for (size_t i = 0; i < token.size(); ++i) {
+    std::string changed = token;
+    changed[i] = alphabet[(alphabet.find(token[i]) + 1) % alphabet.size()];
+    req.set_page_token(changed);
+    v1::ListOrgsResponse out;
+    const grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &out);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+        << "character " << i << " changed: " << changed << " listed " << out.orgs_size();
+    EXPECT_THAT(FieldsOf(st), ElementsAre("page_token"));
+  }
+}
+
+TEST_F(RegistryApiTest, ListOrgs_ForgedTokenWithAPathOfOnesOwnIsRefused) {
+  Tree t = MakeTree();
+  // The unsigned form tokens had: base64 of "v1:<filter fingerprint>:<last path>". With it a
+  // client could start a listing anywhere in the subtree.
+  const uint64_t fingerprint =
+      Fingerprint64(absl::StrCat(t.city.id(), "|", "", "|", "", "|", "", "|", 0));
+  const std::string forged =
+      absl::WebSafeBase64Escape(absl::StrCat("v1:", absl::Hex(fingerprint), ":/", t.city.id(), "/",
+                                             t.district.id(), "/", t.general.id(), "/"));
+  v1::ListOrgsRequest req;
+  req.set_root_id(t.city.id());
+  req.set_page_token(forged);
+  v1::ListOrgsResponse out;
+  const grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "listed " << out.orgs_size();
+  EXPECT_THAT(FieldsOf(st), ElementsAre("page_token"));
+}
+
+TEST_F(RegistryApiTest, ListOrgs_TokenOutlivesRestartsAndWorksOnAnotherReplica) {
+  Tree t = MakeTree();
+  v1::ListOrgsRequest req;
+  req.set_page_token(FirstPageToken(t, req));
+  v1::ListOrgsResponse second;
+  ASSERT_TRUE(stub_->ListOrgs(Ctx(admin_).get(), req, &second).ok());
+  ASSERT_THAT(Ids(second), ElementsAre(t.general.id(), t.branch.id()));
+
+  // A second replica on the same database opens the first one's token.
+  {
+    auto other = RegistryApp::Start(MakeConfig());
+    ASSERT_TRUE(other.ok()) << other.status();
+    auto stub = v1::OrgRegistry::NewStub(grpc::CreateChannel(
+        absl::StrCat("127.0.0.1:", (*other)->grpc_port()), grpc::InsecureChannelCredentials()));
+    v1::ListOrgsResponse out;
+    const grpc::Status st = stub->ListOrgs(Ctx(admin_).get(), req, &out);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    EXPECT_THAT(Ids(out), ElementsAre(t.general.id(), t.branch.id()));
+    (*other)->Shutdown();
+  }
+  // Both restart: the token still opens.
+  for (int restart = 0; restart < 2; ++restart) {
+    app_->Shutdown();
+    app_.reset();
+    StartRegistry();
+    v1::ListOrgsResponse out;
+    const grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &out);
+    ASSERT_TRUE(st.ok()) << "after restart " << restart << ": " << st.error_message();
+    EXPECT_THAT(Ids(out), ElementsAre(t.general.id(), t.branch.id()));
+  }
+}
+
+TEST_F(RegistryApiTest, ListOrgs_TokenUnderARotatedKeyOpensOnAReplicaStartedBefore) {
+  Tree t = MakeTree();
+  v1::ListOrgsRequest req;
+  const std::string old_token = FirstPageToken(t, req);
+  // A rotation as the README says, then a replica starting after it seals with the new key.
+  {
+    pqxx::connection conn(pg_->ConnInfo(database_));
+    pqxx::work tx(conn);
+    tx.exec(
+        absl::StrCat("INSERT INTO page_token_keys (key_id, secret) SELECT max(key_id) + 1, "
+                     "decode('",
+                     std::string(64, 'a'), "', 'hex') FROM page_token_keys"));
+    tx.commit();
+  }
+  auto other = RegistryApp::Start(MakeConfig());
+  ASSERT_TRUE(other.ok()) << other.status();
+  auto other_stub = v1::OrgRegistry::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", (*other)->grpc_port()), grpc::InsecureChannelCredentials()));
+  v1::ListOrgsRequest other_req = req;
+  other_req.clear_page_token();
+  v1::ListOrgsResponse page;
+  ASSERT_TRUE(other_stub->ListOrgs(Ctx(admin_).get(), other_req, &page).ok());
+  const std::string new_token = page.next_page_token();
+  EXPECT_EQ(PageTokenSealer::KeyIdOf(new_token), 2);
+
+  // The replica started before the rotation opens it (it loads the keys again)...
+  req.set_page_token(new_token);
+  v1::ListOrgsResponse out;
+  grpc::Status st = stub_->ListOrgs(Ctx(admin_).get(), req, &out);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_THAT(Ids(out), ElementsAre(t.general.id(), t.branch.id()));
+  // ...and the new replica still opens tokens of the previous key.
+  other_req.set_page_token(old_token);
+  st = other_stub->ListOrgs(Ctx(admin_).get(), other_req, &out);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_THAT(Ids(out), ElementsAre(t.general.id(), t.branch.id()));
+  (*other)->Shutdown();
+}
+
+// --- Free text ---------------------------------------------------------------------------------
+
+TEST_F(RegistryApiTest, DissolveOrg_ReasonWithNulIsRefusedAndChangesNothing) {
+  Tree t = MakeTree();
+  v1::DissolveOrgRequest req;
+  req.set_id(t.group.id());
+  req.set_reason(std::string("before\0after", 12));
+  v1::Org out;
+  const grpc::Status st = stub_->DissolveOrg(Ctx(admin_).get(), req, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("reason"));
+  EXPECT_THAT(st.error_message(), ::testing::HasSubstr("U+0000"));
+  v1::Org now;
+  ASSERT_TRUE(Get(t.group.id(), &now, admin_).ok());
+  EXPECT_EQ(now.status(), v1::ORG_STATUS_ACTIVE);
+
+  // A reason may run over several lines.
+  req.set_reason("区委组织部批复\n〔2026〕12号");
+  ASSERT_TRUE(stub_->DissolveOrg(Ctx(admin_).get(), req, &out).ok());
+  EXPECT_EQ(out.dissolve_reason(), "区委组织部批复\n〔2026〕12号");
+}
+
+TEST_F(RegistryApiTest, FreeText_BidiOverridesAndControlsAreRefusedInEveryField) {
+  Tree t = MakeTree();
+  v1::Org out;
+  // A right-to-left override makes "党支部一第" display as another org's name.
+  v1::CreateOrgRequest create;
+  create.set_request_id("bidi-name");
+  *create.mutable_org() = MakeOrg(t.general.id(), v1::ORG_KIND_BRANCH, "红山\u202E部支党");
+  grpc::Status st = stub_->CreateOrg(Ctx(admin_).get(), create, &out);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(FieldsOf(st), ElementsAre("org.name"));
+  EXPECT_THAT(st.error_message(), ::testing::HasSubstr("bidirectional"));
+
+  create.set_request_id(std::string("id\0with-nul", 11));
+  *create.mutable_org() = MakeOrg(t.general.id(), v1::ORG_KIND_BRANCH, "新支部");
+  EXPECT_THAT(FieldsOf(stub_->CreateOrg(Ctx(admin_).get(), create, &out)),
+              ElementsAre("request_id"));
+
+  v1::Org patch = t.group;
+  patch.set_name("第一\u2066党小组");
+  EXPECT_THAT(FieldsOf(Update(patch, {"name"}, &out)), ElementsAre("org.name"));
+  patch = t.group;
+  patch.set_etag(t.group.etag() + "\x1b[2J");
+  EXPECT_THAT(FieldsOf(Update(patch, {"name"}, &out)), ElementsAre("org.etag"));
+
+  v1::MoveOrgRequest move;
+  move.set_id(t.group.id());
+  move.set_new_parent_id(t.branch.id());
+  move.set_etag(std::string("1-1\0", 4));
+  EXPECT_THAT(FieldsOf(stub_->MoveOrg(Ctx(admin_).get(), move, &out)), ElementsAre("etag"));
+
+  v1::DissolveOrgRequest dissolve;
+  dissolve.set_id(t.group.id());
+  dissolve.set_reason("批复\u200B");
+  EXPECT_THAT(FieldsOf(stub_->DissolveOrg(Ctx(admin_).get(), dissolve, &out)),
+              ElementsAre("reason"));
+
+  // Nothing changed.
+  v1::Org now;
+  ASSERT_TRUE(Get(t.group.id(), &now, admin_).ok());
+  EXPECT_EQ(now.etag(), t.group.etag());
+}
+
+// --- What an integrator sees for bytes that do not parse ----------------------------------------
+
+// The methods of `service` as server reflection describes them: name -> "input -> output" with
+// "stream " before a streamed side.
+std::map<std::string, std::string> ReflectedMethods(const std::shared_ptr<grpc::Channel>& channel,
+                                                    const std::string& service) {
+  std::map<std::string, std::string> methods;
+  testing::RawCall call(channel, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
+  // ServerReflectionRequest{file_containing_symbol (4): service}.
+  if (!call.Write(testing::StringField(4, service)) || !call.WritesDone()) return methods;
+  std::optional<std::string> response = call.Read();
+  call.Finish();
+  if (!response) return methods;
+  // ServerReflectionResponse.file_descriptor_response (4) -> file_descriptor_proto (1).
+  for (const std::string& files : testing::BytesFields(*response, 4)) {
+    for (const std::string& bytes : testing::BytesFields(files, 1)) {
+      google::protobuf::FileDescriptorProto file;
+      if (!file.ParseFromString(bytes)) continue;
+      for (const auto& s : file.service()) {
+        if (absl::StrCat(file.package(), ".", s.name()) != service) continue;
+        for (const auto& m : s.method()) {
+          methods[m.name()] =
+              absl::StrCat(m.client_streaming() ? "stream " : "", m.input_type(), " -> ",
+                           m.server_streaming() ? "stream " : "", m.output_type());
+        }
+      }
+    }
+  }
+  return methods;
+}
+
+TEST_F(RegistryApiTest, Reflection_DescribesEveryMethodWithItsRealTypes) {
+  const std::map<std::string, std::string> methods =
+      ReflectedMethods(channel_, "dangjian.registry.v1.OrgRegistry");
+  EXPECT_EQ(methods.size(), 10u);
+  // ImportOrgs is served raw (bytes) yet described by its messages, as grpcurl and buf curl need.
+  EXPECT_EQ(methods.at("ImportOrgs"),
+            "stream .dangjian.registry.v1.ImportOrgsRequest -> "
+            ".dangjian.registry.v1.ImportOrgsResponse");
+  EXPECT_EQ(methods.at("GetOrg"),
+            ".dangjian.registry.v1.GetOrgRequest -> .dangjian.registry.v1.Org");
+}
+
+// gRPC 1.51 answers a unary request that does not parse with UNIMPLEMENTED and no message, before
+// any code of ours runs (its CallbackUnaryHandler); an unknown method gets UNIMPLEMENTED too. The
+// README tells integrators how to tell them apart: reflection lists the method. Pinned here, so
+// a gRPC upgrade that changes it is noticed (and the README updated).
+TEST_F(RegistryApiTest, UnparsableUnaryRequest_IsUnimplementedAsAnUnknownMethodIs) {
+  const std::vector<std::pair<std::string, std::string>> auth = {
+      {"authorization", "Bearer " + admin_}};
+  // GetOrg with bytes that are not protobuf at all.
+  testing::RawCall garbage(channel_, "/dangjian.registry.v1.OrgRegistry/GetOrg", absl::Seconds(10),
+                           auth);
+  ASSERT_TRUE(garbage.Write(std::string("\xFF\xFF\xFF", 3)));
+  garbage.WritesDone();
+  EXPECT_FALSE(garbage.Read().has_value());
+  const grpc::Status unparsable = garbage.Finish();
+  EXPECT_EQ(unparsable.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(unparsable.error_message(), "");
+
+  // ListOrgs with a page_token (7) that is not UTF-8, as a client in another language can send.
+  testing::RawCall bad_utf8(channel_, "/dangjian.registry.v1.OrgRegistry/ListOrgs",
+                            absl::Seconds(10), auth);
+  ASSERT_TRUE(bad_utf8.Write(testing::StringField(7, "\xC0\x80")));
+  bad_utf8.WritesDone();
+  EXPECT_FALSE(bad_utf8.Read().has_value());
+  EXPECT_EQ(bad_utf8.Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+
+  testing::RawCall unknown(channel_, "/dangjian.registry.v1.OrgRegistry/NoSuchMethod",
+                           absl::Seconds(10), auth);
+  unknown.Write(testing::StringField(1, "x"));
+  unknown.WritesDone();
+  unknown.Read();
+  const grpc::Status missing = unknown.Finish();
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(missing.error_message(), "");
+
+  // What tells them apart: reflection lists GetOrg and ListOrgs, and no NoSuchMethod.
+  const std::map<std::string, std::string> methods =
+      ReflectedMethods(channel_, "dangjian.registry.v1.OrgRegistry");
+  EXPECT_EQ(methods.count("GetOrg"), 1u);
+  EXPECT_EQ(methods.count("ListOrgs"), 1u);
+  EXPECT_EQ(methods.count("NoSuchMethod"), 0u);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "services/registry/api/registry_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <set>
 #include <unordered_map>
 #include <utility>
@@ -10,8 +11,10 @@
 #include "common/grpc_auth.h"
 #include "common/grpc_status.h"
 #include "common/log.h"
+#include "common/proto_parse.h"
 #include "common/server.h"
 #include "common/status.h"
+#include "common/text.h"
 #include "services/registry/domain/org_proto.h"
 #include "services/registry/domain/paging.h"
 #include "services/registry/domain/rules.h"
@@ -34,9 +37,14 @@ bool MayAct(const auth::Principal& caller, absl::string_view role) {
 void ValidateRequestId(const std::string& request_id, FieldErrors& errors) {
   if (request_id.empty()) {
     errors.Add("request_id", "is required: a client-chosen id, reused when retrying");
-  } else if (request_id.size() > static_cast<size_t>(kMaxRequestIdChars)) {
-    errors.Add("request_id", absl::StrCat("is longer than ", kMaxRequestIdChars, " characters"));
+  } else {
+    ValidateText(request_id, "request_id", TextRules{kMaxRequestIdChars}, errors);
   }
+}
+
+// An etag is compared, never stored, but it is echoed into audit records and logs.
+void ValidateEtag(const std::string& etag, const std::string& field, FieldErrors& errors) {
+  ValidateText(etag, field, TextRules{kMaxEtagChars}, errors);
 }
 
 void ValidateId(int64_t id, const std::string& field, FieldErrors& errors) {
@@ -86,9 +94,14 @@ void ParseEnumFilter(const google::protobuf::RepeatedField<int>& values, bool (*
 }  // namespace
 
 OrgRegistryService::OrgRegistryService(OrgRepository& repo, ChangeNotifier& notifier,
-                                       WorkerPool& workers, const auth::TokenVerifier* verifier,
-                                       Clock& clock)
-    : repo_(repo), notifier_(notifier), workers_(workers), verifier_(verifier), clock_(clock) {}
+                                       WorkerPool& workers, PageTokenKeyring& page_tokens,
+                                       const auth::TokenVerifier* verifier, Clock& clock)
+    : repo_(repo),
+      notifier_(notifier),
+      workers_(workers),
+      page_tokens_(page_tokens),
+      verifier_(verifier),
+      clock_(clock) {}
 
 absl::StatusOr<auth::Principal> OrgRegistryService::Authorize(
     const grpc::CallbackServerContext& ctx, absl::string_view role) const {
@@ -281,14 +294,17 @@ grpc::ServerUnaryReactor* OrgRegistryService::ListOrgs(grpc::CallbackServerConte
     const uint64_t fingerprint = Fingerprint64(absl::StrCat(
         root_id, "|", absl::StrJoin(req->kinds(), ","), "|", absl::StrJoin(req->domains(), ","),
         "|", absl::StrJoin(req->statuses(), ","), "|", req->max_depth()));
+    // Loads the keys again if the token names one added since (a rotation).
+    const std::shared_ptr<const PageTokenSealer> sealer = page_tokens_.Sealer(req->page_token());
     if (!req->page_token().empty()) {
-      DJ_ASSIGN_OR_RETURN(query.after_path, DecodePageToken(req->page_token(), fingerprint));
+      DJ_ASSIGN_OR_RETURN(query.after_path,
+                          DecodePageToken(*sealer, req->page_token(), fingerprint));
     }
     DJ_ASSIGN_OR_RETURN(ListPage page, repo_.List(query, ReadContext{deadline}));
     for (const Org& org : page.orgs) ToProto(org, resp->add_orgs());
     if (page.more && !page.orgs.empty()) {
       resp->set_next_page_token(EncodePageToken(
-          fingerprint, absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/")));
+          *sealer, fingerprint, absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/")));
     }
     return absl::OkStatus();
   });
@@ -362,6 +378,8 @@ UpdateOrgCommand ParseUpdate(const v1::UpdateOrgRequest& req, const CivilDate& t
   ValidateId(org.id(), "org.id", errors);
   if (org.etag().empty()) {
     errors.Add("org.etag", "is required: send the etag of the org as you read it");
+  } else {
+    ValidateEtag(org.etag(), "org.etag", errors);
   }
   if (req.update_mask().paths().empty()) {
     errors.Add("update_mask", "must name at least one field");
@@ -445,6 +463,7 @@ grpc::ServerUnaryReactor* OrgRegistryService::MoveOrg(grpc::CallbackServerContex
                  if (req->new_parent_id() < 0) {
                    errors.Add("new_parent_id", "must be 0 (make it a root) or an org id");
                  }
+                 ValidateEtag(req->etag(), "etag", errors);
                  if (!errors.empty())
                    return RefuseInvalid(wctx, absl::StrCat("org/", req->id()), errors);
                  MoveOrgCommand cmd{req->id(), req->new_parent_id(), req->etag()};
@@ -460,15 +479,14 @@ grpc::ServerUnaryReactor* OrgRegistryService::DissolveOrg(grpc::CallbackServerCo
                  const WriteContext wctx = MakeWriteContext(*ctx, caller, "DissolveOrg", "");
                  FieldErrors errors;
                  ValidateId(req->id(), "id", errors);
-                 const int reason_chars = Utf8Length(req->reason());
-                 if (reason_chars < 0) {
-                   errors.Add("reason", "is not valid UTF-8");
-                 } else if (reason_chars == 0) {
+                 if (req->reason().empty()) {
                    errors.Add("reason", "is required (e.g. the approving document)");
-                 } else if (reason_chars > kMaxReasonChars) {
-                   errors.Add("reason", absl::StrCat("is ", reason_chars, " characters; at most ",
-                                                     kMaxReasonChars));
+                 } else {
+                   ValidateText(req->reason(), "reason",
+                                TextRules{kMaxReasonChars, /*required=*/true, /*multiline=*/true},
+                                errors);
                  }
+                 ValidateEtag(req->etag(), "etag", errors);
                  if (!errors.empty())
                    return RefuseInvalid(wctx, absl::StrCat("org/", req->id()), errors);
                  DissolveOrgCommand cmd{req->id(), req->etag(), req->reason()};
@@ -480,11 +498,17 @@ grpc::ServerUnaryReactor* OrgRegistryService::DissolveOrg(grpc::CallbackServerCo
 
 // Reads the stream, validates each row as it comes, and writes every kImportChunkRows valid rows
 // on the worker pool; it reads no further while a chunk is being written (back-pressure).
-class OrgRegistryService::ImportReactor final
-    : public grpc::ServerReadReactor<v1::ImportOrgsRequest> {
+//
+// The method is served raw (grpc::ByteBuffer) and each message parsed here: gRPC's typed reader
+// reports a message that does not parse exactly as it reports the end of the stream
+// (OnReadDone(false)), so an unparsable row would silently end the import as if it were complete.
+// Here it fails the call, naming the message and the field. Likewise a stream that ends without
+// the client's half-close (cancelled, deadline passed) fails: only a half-close reports an import
+// as done. Chunks already committed stay (an import is idempotent: the client sends it again).
+class OrgRegistryService::ImportReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   ImportReactor(OrgRegistryService& service, grpc::CallbackServerContext* ctx,
-                v1::ImportOrgsResponse* resp)
+                grpc::ByteBuffer* resp)
       : service_(service), ctx_(ctx), resp_(resp) {
     absl::StatusOr<auth::Principal> caller = service_.Authorize(*ctx, kWriteRole);
     if (!caller.ok()) {
@@ -493,30 +517,70 @@ class OrgRegistryService::ImportReactor final
     }
     wctx_ = service_.MakeWriteContext(*ctx, *caller, "ImportOrgs", "");
     today_ = ShanghaiDate(service_.clock_.Now());
-    StartRead(&request_);
+    StartRead(&buffer_);
   }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      // The client half-closed (or the call broke: then nothing more is written).
-      if (ctx_->IsCancelled()) {
-        Finish(grpc::Status::CANCELLED);
+      // The end of the stream: the client's half-close, or the call broke (then nothing more is
+      // written, and the import is not reported as done).
+      if (Broken()) {
+        Fail(grpc::Status(grpc::StatusCode::CANCELLED,
+                          absl::StrCat("the import stream broke off before the client finished "
+                                       "it; ",
+                                       Written())));
         return;
       }
       Flush(/*last=*/true);
       return;
     }
-    for (const v1::ImportOrgRow& row : request_.rows()) Accept(row);
+    ++messages_;
+    v1::ImportOrgsRequest request;
+    const absl::Status parsed = ParseMessage(buffer_, request);
+    buffer_.Clear();
+    if (!parsed.ok()) {
+      Fail(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("message ", messages_,
+                                     " of the stream could not be parsed as ImportOrgsRequest: ",
+                                     parsed.message(), "; the import stopped there: ", Written())));
+      return;
+    }
+    for (const v1::ImportOrgRow& row : request.rows()) Accept(row);
     if (static_cast<int>(pending_.size()) >= kImportChunkRows) {
       Flush(/*last=*/false);
     } else {
-      StartRead(&request_);
+      StartRead(&buffer_);
     }
   }
+
+  void OnCancel() override { cancelled_.store(true, std::memory_order_relaxed); }
 
   void OnDone() override { delete this; }
 
  private:
+  bool Broken() const { return cancelled_.load(std::memory_order_relaxed) || ctx_->IsCancelled(); }
+
+  // What earlier chunks committed, for the error that ends an import early.
+  std::string Written() const {
+    if (created_ + unchanged_ + written_failed_ == 0) {
+      return "no row was written; send the whole stream again";
+    }
+    return absl::StrCat("the rows of earlier chunks (1 to ", written_through_, ") were written (",
+                        created_, " created, ", unchanged_, " already registered, ",
+                        written_failed_,
+                        " refused); an import is idempotent: send the whole stream again");
+  }
+
+  void Fail(const grpc::Status& status) {
+    log::Warn("import failed", {{"request_id", wctx_.audit.request_id},
+                                {"caller", wctx_.audit.caller},
+                                {"messages", messages_},
+                                {"received", received_},
+                                {"written_through", written_through_},
+                                {"error", status.error_message()}});
+    Finish(status);
+  }
+
   void Accept(const v1::ImportOrgRow& row) {
     ++received_;
     FieldErrors errors;
@@ -540,9 +604,9 @@ class OrgRegistryService::ImportReactor final
       return;
     }
     ++failed_;
-    if (resp_->errors_size() < kMaxImportErrorsListed) {
+    if (response_.errors_size() < kMaxImportErrorsListed) {
       const FieldViolation& first = errors.violations().front();
-      auto* e = resp_->add_errors();
+      auto* e = response_.add_errors();
       e->set_row_number(received_);
       e->set_code(row.code());
       e->set_field(first.field);
@@ -558,19 +622,27 @@ class OrgRegistryService::ImportReactor final
     std::vector<ImportRow> rows = std::move(pending_);
     pending_.clear();
     const bool queued = service_.workers_.Submit([this, rows = std::move(rows), last]() {
+      // A call that broke while this chunk waited writes nothing more.
+      if (Broken()) {
+        Fail(grpc::Status(grpc::StatusCode::CANCELLED,
+                          absl::StrCat("the import stream broke off; ", Written())));
+        return;
+      }
       if (!rows.empty()) {
         absl::StatusOr<ImportResult> result = service_.repo_.Import(rows, wctx_);
         if (!result.ok()) {
-          Finish(ToGrpcStatus(result.status()));
+          Fail(ToGrpcStatus(result.status()));
           return;
         }
         service_.notifier_.Advance(result->revision);
         created_ += result->created;
         unchanged_ += result->unchanged;
         failed_ += static_cast<int64_t>(result->errors.size());
+        written_failed_ += static_cast<int64_t>(result->errors.size());
+        written_through_ = received_;
         for (const ImportRowError& err : result->errors) {
-          if (resp_->errors_size() >= kMaxImportErrorsListed) break;
-          auto* e = resp_->add_errors();
+          if (response_.errors_size() >= kMaxImportErrorsListed) break;
+          auto* e = response_.add_errors();
           e->set_row_number(err.row_number);
           e->set_code(err.code);
           e->set_field(err.field);
@@ -579,18 +651,30 @@ class OrgRegistryService::ImportReactor final
         }
       }
       if (!last) {
-        StartRead(&request_);
+        StartRead(&buffer_);
+        return;
+      }
+      if (Broken()) {  // it broke while the last chunk was written: do not report it done
+        Fail(grpc::Status(grpc::StatusCode::CANCELLED,
+                          absl::StrCat("the import stream broke off; ", Written())));
         return;
       }
       // Errors from validation and from the store arrive in two passes: restore stream order.
-      std::sort(resp_->mutable_errors()->begin(), resp_->mutable_errors()->end(),
+      std::sort(response_.mutable_errors()->begin(), response_.mutable_errors()->end(),
                 [](const v1::ImportRowError& a, const v1::ImportRowError& b) {
                   return a.row_number() < b.row_number();
                 });
-      resp_->set_received(received_);
-      resp_->set_created(created_);
-      resp_->set_unchanged(unchanged_);
-      resp_->set_failed(failed_);
+      response_.set_received(received_);
+      response_.set_created(created_);
+      response_.set_unchanged(unchanged_);
+      response_.set_failed(failed_);
+      bool own_buffer = false;
+      const grpc::Status serialized = grpc::SerializationTraits<v1::ImportOrgsResponse>::Serialize(
+          response_, resp_, &own_buffer);
+      if (!serialized.ok()) {
+        Fail(serialized);
+        return;
+      }
       log::Info("import finished", {{"request_id", wctx_.audit.request_id},
                                     {"caller", wctx_.audit.caller},
                                     {"received", received_},
@@ -601,26 +685,32 @@ class OrgRegistryService::ImportReactor final
     });
     if (!queued) {
       Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          "the registry is at capacity; re-send the import later (it is "
-                          "idempotent)"));
+                          absl::StrCat("the registry is at capacity; re-send the import later (it "
+                                       "is idempotent); ",
+                                       Written())));
     }
   }
 
   OrgRegistryService& service_;
   grpc::CallbackServerContext* const ctx_;
-  v1::ImportOrgsResponse* const resp_;
+  grpc::ByteBuffer* const resp_;
   WriteContext wctx_;
   CivilDate today_;
-  v1::ImportOrgsRequest request_;
+  grpc::ByteBuffer buffer_;  // the message being read
+  v1::ImportOrgsResponse response_;
   std::vector<ImportRow> pending_;
+  std::atomic<bool> cancelled_{false};
+  int64_t messages_ = 0;
   int64_t received_ = 0;
   int64_t created_ = 0;
   int64_t unchanged_ = 0;
   int64_t failed_ = 0;
+  int64_t written_failed_ = 0;   // rows the store refused in committed chunks
+  int64_t written_through_ = 0;  // the last row number of the last committed chunk
 };
 
-grpc::ServerReadReactor<v1::ImportOrgsRequest>* OrgRegistryService::ImportOrgs(
-    grpc::CallbackServerContext* ctx, v1::ImportOrgsResponse* resp) {
+grpc::ServerReadReactor<grpc::ByteBuffer>* OrgRegistryService::ImportOrgs(
+    grpc::CallbackServerContext* ctx, grpc::ByteBuffer* resp) {
   return new ImportReactor(*this, ctx, resp);
 }
 

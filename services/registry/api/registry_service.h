@@ -9,6 +9,7 @@
 
 #include "common/auth.h"
 #include "common/clock.h"
+#include "common/page_token.h"
 #include "common/status.h"
 #include "common/worker_pool.h"
 #include "dangjian/registry/v1/registry.grpc.pb.h"
@@ -28,11 +29,16 @@ inline constexpr int kMaxImportErrorsListed = 10000;
 // The change feed reads at most this many changes per query.
 inline constexpr int kFeedBatch = 500;
 
-class OrgRegistryService final : public v1::OrgRegistry::CallbackService {
+// ImportOrgs is served raw (grpc::ByteBuffer) so that it parses each message itself; see
+// ImportReactor. Reflection still describes it with its real types: it reads the proto files.
+class OrgRegistryService final
+    : public v1::OrgRegistry::WithRawCallbackMethod_ImportOrgs<v1::OrgRegistry::CallbackService> {
  public:
-  // `verifier` null disables authentication (dev switch). All references must outlive the service.
+  // `page_tokens` seals ListOrgs' page tokens. `verifier` null disables authentication (dev
+  // switch). All references must outlive the service.
   OrgRegistryService(OrgRepository& repo, ChangeNotifier& notifier, WorkerPool& workers,
-                     const auth::TokenVerifier* verifier, Clock& clock = RealClock::Get());
+                     PageTokenKeyring& page_tokens, const auth::TokenVerifier* verifier,
+                     Clock& clock = RealClock::Get());
 
   grpc::ServerUnaryReactor* CreateOrg(grpc::CallbackServerContext* ctx,
                                       const v1::CreateOrgRequest* req, v1::Org* resp) override;
@@ -53,8 +59,8 @@ class OrgRegistryService final : public v1::OrgRegistry::CallbackService {
   grpc::ServerUnaryReactor* GetAncestors(grpc::CallbackServerContext* ctx,
                                          const v1::GetAncestorsRequest* req,
                                          v1::GetAncestorsResponse* resp) override;
-  grpc::ServerReadReactor<v1::ImportOrgsRequest>* ImportOrgs(grpc::CallbackServerContext* ctx,
-                                                             v1::ImportOrgsResponse* resp) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* ImportOrgs(grpc::CallbackServerContext* ctx,
+                                                        grpc::ByteBuffer* resp) override;
   grpc::ServerWriteReactor<v1::OrgChange>* WatchOrgChanges(
       grpc::CallbackServerContext* ctx, const v1::WatchOrgChangesRequest* req) override;
 
@@ -87,6 +93,7 @@ class OrgRegistryService final : public v1::OrgRegistry::CallbackService {
   OrgRepository& repo_;
   ChangeNotifier& notifier_;
   WorkerPool& workers_;
+  PageTokenKeyring& page_tokens_;
   const auth::TokenVerifier* const verifier_;
   Clock& clock_;
 };

@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/text.h"
 #include "services/registry/domain/org.h"
 #include "services/registry/domain/rules.h"
 
@@ -139,46 +140,6 @@ absl::Status CheckMayUseRoot(std::optional<int64_t> scope) {
       *scope));
 }
 
-namespace {
-
-// Decodes `s` as strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing above
-// U+10FFFF. Returns false on the first invalid sequence.
-bool DecodeUtf8(absl::string_view s, std::vector<char32_t>* out) {
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t len;
-    char32_t cp;
-    char32_t min;
-    if (c < 0x80) {
-      len = 1, cp = c, min = 0;
-    } else if ((c >> 5) == 0x6) {
-      len = 2, cp = c & 0x1F, min = 0x80;
-    } else if ((c >> 4) == 0xE) {
-      len = 3, cp = c & 0x0F, min = 0x800;
-    } else if ((c >> 3) == 0x1E) {
-      len = 4, cp = c & 0x07, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (i + len > s.size()) return false;
-    for (size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc >> 6) != 0x2) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    if (out != nullptr) out->push_back(cp);
-    i += len;
-  }
-  return true;
-}
-
-bool IsControl(char32_t cp) { return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F); }
-// ASCII whitespace and the ideographic (full-width) space common in Chinese input.
-bool IsBlank(char32_t cp) { return cp == ' ' || cp == 0x3000 || (cp >= 0x09 && cp <= 0x0D); }
-
-}  // namespace
-
 int Utf8Length(absl::string_view s) {
   std::vector<char32_t> cps;
   if (!DecodeUtf8(s, &cps)) return -1;
@@ -186,16 +147,8 @@ int Utf8Length(absl::string_view s) {
 }
 
 void ValidateName(absl::string_view name, const std::string& field, FieldErrors& errors) {
-  std::vector<char32_t> cps;
-  if (!DecodeUtf8(name, &cps)) {
-    errors.Add(field, "is not valid UTF-8");
-  } else if (std::all_of(cps.begin(), cps.end(), IsBlank)) {
-    errors.Add(field, "is required");
-  } else if (cps.size() > static_cast<size_t>(kMaxNameChars)) {
-    errors.Add(field, absl::StrCat("is ", cps.size(), " characters; at most ", kMaxNameChars));
-  } else if (std::any_of(cps.begin(), cps.end(), IsControl)) {
-    errors.Add(field, "contains control characters");
-  }
+  ValidateText(name, field, TextRules{kMaxNameChars, /*required=*/true, /*multiline=*/false},
+               errors);
 }
 
 void ValidateCode(absl::string_view code, const std::string& field, FieldErrors& errors) {

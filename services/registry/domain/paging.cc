@@ -1,6 +1,5 @@
 #include "services/registry/domain/paging.h"
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -16,19 +15,20 @@ uint64_t Fingerprint64(absl::string_view canonical_filters) {
   return hash;
 }
 
-std::string EncodePageToken(uint64_t fingerprint, absl::string_view last_path) {
-  return absl::WebSafeBase64Escape(absl::StrCat("v1:", absl::Hex(fingerprint), ":", last_path));
+// The sealed payload is "<hex fingerprint>:<last path>".
+std::string EncodePageToken(const PageTokenSealer& sealer, uint64_t fingerprint,
+                            absl::string_view last_path) {
+  return sealer.Seal(kListOrgsTokenPurpose, absl::StrCat(absl::Hex(fingerprint), ":", last_path));
 }
 
-absl::StatusOr<std::string> DecodePageToken(absl::string_view token, uint64_t fingerprint) {
-  std::string raw;
-  if (!absl::WebSafeBase64Unescape(token, &raw) || raw.rfind("v1:", 0) != 0) {
-    return InvalidFieldError("page_token", "is not a token this service issued");
-  }
-  const size_t colon = raw.find(':', 3);
+absl::StatusOr<std::string> DecodePageToken(const PageTokenSealer& sealer, absl::string_view token,
+                                            uint64_t fingerprint) {
+  DJ_ASSIGN_OR_RETURN(std::string raw, sealer.Open(kListOrgsTokenPurpose, token));
+  // Sealed by us, so well formed unless a bug wrote it: checked all the same.
+  const size_t colon = raw.find(':');
   uint64_t got = 0;
   if (colon == std::string::npos ||
-      !absl::SimpleHexAtoi(absl::string_view(raw).substr(3, colon - 3), &got)) {
+      !absl::SimpleHexAtoi(absl::string_view(raw).substr(0, colon), &got)) {
     return InvalidFieldError("page_token", "is not a token this service issued");
   }
   if (got != fingerprint) {

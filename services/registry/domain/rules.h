@@ -36,6 +36,7 @@ inline constexpr int kMaxNameChars = 200;
 inline constexpr int kMaxCodeChars = 64;
 inline constexpr int kMaxReasonChars = 500;
 inline constexpr int kMaxRequestIdChars = 128;
+inline constexpr int kMaxEtagChars = 64;
 inline constexpr int kMinEstablishedYear = 1921;  // the Party's founding year
 
 // [kind-parent] A 党小组 sits only under a 党支部; a 党支部 under a 党总支 or a 党委; a 党总支

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <unordered_map>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -45,6 +46,8 @@ constexpr char kChildKinds[] = "registry_child_kinds";
 constexpr char kRecordChange[] = "registry_record_change";
 constexpr char kRecordChanges[] = "registry_record_changes";
 constexpr char kChangesSince[] = "registry_changes_since";
+constexpr char kAddFirstTokenKey[] = "registry_add_first_token_key";
+constexpr char kTokenKeys[] = "registry_token_keys";
 
 // The fewest imported orgs that make an import refresh the statistics (see MaybeAnalyze).
 constexpr int64_t kAnalyzeMinRows = 1000;
@@ -55,6 +58,13 @@ constexpr char kChangeColumnsTail[] =
     "dissolve_time, dissolve_reason";
 
 void PrepareStatements(sql::PgPool& pool) {
+  // Key 1 only while there is no key at all: a retired (deleted) key 1 is not made again once a
+  // later key exists. Replicas starting together race to it; one insert wins.
+  pool.Prepare(kAddFirstTokenKey,
+               "INSERT INTO page_token_keys (key_id, secret) SELECT 1, decode($1, 'hex') "
+               "WHERE NOT EXISTS (SELECT FROM page_token_keys) ON CONFLICT (key_id) DO NOTHING");
+  pool.Prepare(kTokenKeys,
+               "SELECT key_id, encode(secret, 'hex') FROM page_token_keys ORDER BY key_id");
   pool.Prepare(kGetOrg, absl::StrCat("SELECT ", kOrgColumns, " FROM orgs WHERE id = $1"));
   pool.Prepare(kGetOrgs,
                absl::StrCat("SELECT ", kOrgColumns, " FROM orgs WHERE id = ANY($1::bigint[])"));
@@ -704,6 +714,22 @@ absl::StatusOr<std::vector<Change>> PgOrgRepository::ChangesSince(int64_t after,
                   return absl::OkStatus();
                 }));
   return changes;
+}
+
+absl::StatusOr<std::vector<PageTokenKey>> PgOrgRepository::PageTokenKeys() {
+  DJ_ASSIGN_OR_RETURN(const std::string candidate, PageTokenSealer::NewSecret());
+  std::vector<PageTokenKey> keys;
+  DJ_RETURN_IF_ERROR(
+      pool_.Run({"registry.page_token_keys", sql::Isolation::kReadCommitted, false},
+                [&](pqxx::transaction_base& tx) {
+                  keys.clear();
+                  tx.exec_prepared(kAddFirstTokenKey, absl::BytesToHexString(candidate));
+                  for (const pqxx::row& row : tx.exec_prepared(kTokenKeys)) {
+                    keys.push_back({row[0].as<int32_t>(), absl::HexStringToBytes(row[1].c_str())});
+                  }
+                  return absl::OkStatus();
+                }));
+  return keys;
 }
 
 absl::StatusOr<int64_t> PgOrgRepository::HeadRevision(const ReadContext& ctx) {

@@ -15,6 +15,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "common/clock.h"
+#include "common/page_token.h"
 #include "common/sql/pg_pool.h"
 #include "services/registry/store/org_repository.h"
 
@@ -41,6 +42,10 @@ class PgOrgRepository final : public OrgRepository {
   absl::StatusOr<int64_t> HeadRevision(const ReadContext& ctx) override;
   absl::StatusOr<std::vector<OrgCount>> CountOrgs(const ReadContext& ctx) override;
   absl::Status AuditRefused(const audit::AuditRecord& record) override;
+
+  // The keys that seal page tokens (migrations/0002_page_token_keys.sql), oldest first; makes the
+  // first key if there is none yet.
+  absl::StatusOr<std::vector<PageTokenKey>> PageTokenKeys();
 
  private:
   // Runs `work` as a write: audit row on success in the same transaction, and on failure in
