@@ -148,6 +148,24 @@ bool IsQuietWhenOk(absl::string_view method) {
   return quiet;
 }
 
+// The message a unary or server-streaming call whose request did not parse gets instead of gRPC
+// 1.51's bare UNIMPLEMENTED (its callback handlers answer so before any code of ours runs, which
+// reads as a missing method): INVALID_ARGUMENT naming the request type the bytes did not parse
+// as. `method` is gRPC's "/pkg.Service/Method".
+grpc::Status UnparsableRequestStatus(absl::string_view method) {
+  std::string type = "the method's request message";
+  if (absl::StartsWith(method, "/")) {
+    const google::protobuf::MethodDescriptor* descriptor =
+        google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
+            absl::StrReplaceAll(method.substr(1), {{"/", "."}}));
+    if (descriptor != nullptr) type = descriptor->input_type()->full_name();
+  }
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                      absl::StrCat("the request could not be parsed as ", type,
+                                   " (not protobuf, a field of the wrong wire type, or a string "
+                                   "field that is not valid UTF-8)"));
+}
+
 // Takes the client's request id when the metadata arrives; when the status goes out, settles the
 // id (the client's, else the one a handler was given, else a new one), echoes it in the
 // trailers and writes one JSON log line.
@@ -157,6 +175,9 @@ class LoggingInterceptor final : public grpc::experimental::Interceptor {
       : context_(info->server_context()),
         // gRPC's own string, alive as long as the call (no copy per call).
         method_(info->method() == nullptr ? "" : info->method()),
+        // Calls that carry one request message, which gRPC parses before our handlers run.
+        single_request_(info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY ||
+                        info->type() == grpc::experimental::ServerRpcInfo::Type::SERVER_STREAMING),
         start_(std::chrono::steady_clock::now()) {}
   ~LoggingInterceptor() override {
     // A call that ended without a status (cancelled) may still hold an id a handler asked for.
@@ -168,8 +189,19 @@ class LoggingInterceptor final : public grpc::experimental::Interceptor {
       std::optional<std::string> client_id = ClientRequestId(*methods->GetRecvInitialMetadata());
       if (client_id.has_value()) request_id_ = std::move(*client_id);
     }
+    // A request that did not parse reaches the interceptors as no message at all.
+    if (single_request_ &&
+        methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) &&
+        methods->GetRecvMessage() == nullptr) {
+      request_unparsable_ = true;
+    }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       status_sent_ = true;
+      if (request_unparsable_ &&
+          methods->GetSendStatus().error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+        // Later interceptors (metrics) and the log see the status the client gets.
+        methods->ModifySendStatus(UnparsableRequestStatus(method_));
+      }
       if (request_id_.empty()) {
         std::optional<std::string> given = GeneratedRequestIds::Get().Take(context_);
         request_id_ = given.has_value() ? *std::move(given) : NewRequestId();
@@ -210,9 +242,11 @@ class LoggingInterceptor final : public grpc::experimental::Interceptor {
 
   grpc::ServerContextBase* const context_;
   const char* const method_;
+  const bool single_request_;
   const std::chrono::steady_clock::time_point start_;
   std::string request_id_;    // the client's, until the status settles it
   bool status_sent_ = false;  // hooks of one call never run concurrently
+  bool request_unparsable_ = false;
 };
 
 class LoggingInterceptorFactory final

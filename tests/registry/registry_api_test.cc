@@ -768,10 +768,10 @@ TEST_F(RegistryApiTest, Reflection_DescribesEveryMethodWithItsRealTypes) {
 }
 
 // gRPC 1.51 answers a unary request that does not parse with UNIMPLEMENTED and no message, before
-// any code of ours runs (its CallbackUnaryHandler); an unknown method gets UNIMPLEMENTED too. The
-// README tells integrators how to tell them apart: reflection lists the method. Pinned here, so
-// a gRPC upgrade that changes it is noticed (and the README updated).
-TEST_F(RegistryApiTest, UnparsableUnaryRequest_IsUnimplementedAsAnUnknownMethodIs) {
+// any code of ours runs (its CallbackUnaryHandler), which reads as a missing method. The server's
+// interceptor turns that into INVALID_ARGUMENT naming the request type; an unknown method stays
+// UNIMPLEMENTED, and reflection lists only the methods that exist.
+TEST_F(RegistryApiTest, UnparsableUnaryRequest_IsInvalidArgumentAndUnknownMethodUnimplemented) {
   const std::vector<std::pair<std::string, std::string>> auth = {
       {"authorization", "Bearer " + admin_}};
   // GetOrg with bytes that are not protobuf at all.
@@ -781,8 +781,9 @@ TEST_F(RegistryApiTest, UnparsableUnaryRequest_IsUnimplementedAsAnUnknownMethodI
   garbage.WritesDone();
   EXPECT_FALSE(garbage.Read().has_value());
   const grpc::Status unparsable = garbage.Finish();
-  EXPECT_EQ(unparsable.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_EQ(unparsable.error_message(), "");
+  EXPECT_EQ(unparsable.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(unparsable.error_message(),
+              ::testing::HasSubstr("could not be parsed as dangjian.registry.v1.GetOrgRequest"));
 
   // ListOrgs with a page_token (7) that is not UTF-8, as a client in another language can send.
   testing::RawCall bad_utf8(channel_, "/dangjian.registry.v1.OrgRegistry/ListOrgs",
@@ -790,7 +791,18 @@ TEST_F(RegistryApiTest, UnparsableUnaryRequest_IsUnimplementedAsAnUnknownMethodI
   ASSERT_TRUE(bad_utf8.Write(testing::StringField(7, "\xC0\x80")));
   bad_utf8.WritesDone();
   EXPECT_FALSE(bad_utf8.Read().has_value());
-  EXPECT_EQ(bad_utf8.Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  const grpc::Status bad_string = bad_utf8.Finish();
+  EXPECT_EQ(bad_string.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad_string.error_message(),
+              ::testing::HasSubstr("could not be parsed as dangjian.registry.v1.ListOrgsRequest"));
+
+  // A server-streaming method's request is parsed the same way.
+  testing::RawCall bad_watch(channel_, "/dangjian.registry.v1.OrgRegistry/WatchOrgChanges",
+                             absl::Seconds(10), auth);
+  ASSERT_TRUE(bad_watch.Write(std::string("\xFF\xFF\xFF", 3)));
+  bad_watch.WritesDone();
+  EXPECT_FALSE(bad_watch.Read().has_value());
+  EXPECT_EQ(bad_watch.Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
   testing::RawCall unknown(channel_, "/dangjian.registry.v1.OrgRegistry/NoSuchMethod",
                            absl::Seconds(10), auth);
