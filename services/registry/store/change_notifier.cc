@@ -107,16 +107,15 @@ void ChangeNotifier::Stop() {
 }
 
 void ChangeNotifier::PollLoop() {
-  int failures = 0;
+  // Repeated failures are held back and counted (dj_registry_feed_poll_errors_total counts each).
+  log::RateLimitedLog failures(log::RateLimitedLog::kDefaultWindow, clock_);
+  constexpr char kFailed[] = "change feed cannot read the head revision";
   while (!stop_.WaitForNotificationWithTimeout(poll_interval_)) {
     const absl::Status status = Poll(absl::Now() + poll_interval_);
-    if (status.ok()) {
-      if (failures > 0) log::Info("change feed reads the head revision again");
-      failures = 0;
-    } else if (failures++ == 0) {
-      // Log the first failure of a run only; dj_registry_feed_poll_errors_total counts each.
-      log::Warn("change feed cannot read the head revision",
-                {{"error", std::string(status.message())}});
+    if (!status.ok()) {
+      failures.Warn(kFailed, {{"error", std::string(status.message())}});
+    } else if (const int64_t failed = failures.EndRun(kFailed); failed > 0) {
+      log::Info("change feed reads the head revision again", {{"failed_polls", failed}});
     }
     TrimIfStreamsEnded();
   }
