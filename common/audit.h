@@ -10,10 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#include <pqxx/pqxx>
 #include <string>
 #include <vector>
-
-#include <pqxx/pqxx>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,7 +36,8 @@ const std::vector<sql::Migration>& Migrations();
 
 // Appends within `tx`; the time is the transaction's (now()).
 absl::Status Append(pqxx::transaction_base& tx, const AuditRecord& record);
-// Appends in a transaction of its own.
+// Appends in a transaction of its own. A row it cannot write is logged, repeats held back and
+// counted (PgPool::failure_log), so a database outage does not write one line per call.
 absl::Status AppendStandalone(sql::PgPool& pool, const AuditRecord& record);
 
 struct ChainReport {

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <utility>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -88,6 +89,41 @@ void Write(Level level, absl::string_view msg, nlohmann::json fields) {
   std::lock_guard<std::mutex> lock(s.mu);
   std::fwrite(text.data(), 1, text.size(), stderr);
   std::fflush(stderr);
+}
+
+RateLimitedLog::RateLimitedLog(absl::Duration window, Clock& clock)
+    : window_(window), clock_(clock) {}
+
+bool RateLimitedLog::Write(Level level, absl::string_view msg, nlohmann::json fields) {
+  const absl::Time now = clock_.Now();
+  int64_t held_back = 0;
+  absl::Duration since;
+  {
+    absl::MutexLock lock(&mu_);
+    Run& run = runs_[msg];
+    if (run.total++ > 0 && now - run.last_written < window_) {
+      ++run.held_back;
+      return false;
+    }
+    held_back = std::exchange(run.held_back, 0);
+    since = now - run.last_written;
+    run.last_written = now;
+  }
+  if (held_back > 0 && fields.is_object()) {
+    fields["suppressed"] = held_back;
+    fields["suppressed_in_s"] = absl::ToDoubleSeconds(since);
+  }
+  log::Write(level, msg, std::move(fields));  // the free function, not this member
+  return true;
+}
+
+int64_t RateLimitedLog::EndRun(absl::string_view msg) {
+  absl::MutexLock lock(&mu_);
+  auto it = runs_.find(msg);
+  if (it == runs_.end()) return 0;
+  const int64_t total = it->second.total;
+  runs_.erase(it);
+  return total;
 }
 
 }  // namespace dangjian::log

@@ -28,6 +28,8 @@ struct PgPool::Outcome {
 
 namespace {
 
+constexpr char kConnectFailed[] = "database connection could not be opened";
+
 // A failure mapped for the caller: the status, whether re-running the work may succeed, and the
 // dj_db_errors_total kind.
 struct Failure {
@@ -172,7 +174,8 @@ PgPool::PgPool(PgPoolOptions options, metrics::DbMetrics* metrics, Clock& clock)
     : options_(std::move(options)),
       conninfo_(WithConnectTimeout(options_.conninfo, options_.connect_timeout)),
       metrics_(metrics),
-      clock_(clock) {}
+      clock_(clock),
+      failure_log_(log::RateLimitedLog::kDefaultWindow, clock) {}
 
 absl::StatusOr<std::unique_ptr<PgPool>> PgPool::Create(PgPoolOptions options,
                                                        metrics::DbMetrics* metrics, Clock& clock) {
@@ -223,10 +226,13 @@ absl::Status PgPool::Connect(Conn& conn) {
     conn.pg = std::make_unique<pqxx::connection>(conninfo_);
   } catch (...) {
     nlohmann::json fields = DescribeCurrentException();
-    log::Warn("database connection could not be opened", std::move(fields));
+    failure_log_.Warn(kConnectFailed, std::move(fields));
     CountError("connection");
     conn.pg.reset();
     return absl::UnavailableError("no database connection could be opened");
+  }
+  if (const int64_t failed = failure_log_.EndRun(kConnectFailed); failed > 0) {
+    log::Info("database connections open again", {{"failed_attempts", failed}});
   }
   conn.defined = 0;
   conn.broken = false;
@@ -294,7 +300,7 @@ absl::StatusOr<std::unique_ptr<PgPool::Conn>> PgPool::Acquire(absl::Time deadlin
       conn->broken = true;
     }
     if (conn->broken || !conn->pg->is_open()) {
-      log::Info("replacing a closed database connection");
+      failure_log_.Write(log::Level::kInfo, "replacing a closed database connection");
       CountError("connection");
       conn.reset();
       absl::MutexLock lock(&mu_);
@@ -377,9 +383,12 @@ PgPool::Outcome PgPool::RunOnce(Conn& conn, const TxOptions& options, const TxWo
       // Conflicts are routine under contention; dj_db_errors_total counts them.
       log::Debug("database transaction conflicted; retrying if attempts remain", std::move(fields));
     } else if (failure.retryable) {
-      log::Warn("database transaction failed; retrying if attempts remain", std::move(fields));
-    } else if (failure.status.code() == absl::StatusCode::kInternal ||
-               failure.status.code() == absl::StatusCode::kUnavailable) {
+      // Connections lost: while the database is down, every attempt meets this.
+      failure_log_.Warn("database transaction failed; retrying if attempts remain",
+                        std::move(fields));
+    } else if (failure.status.code() == absl::StatusCode::kUnavailable) {
+      failure_log_.Error("database transaction failed", std::move(fields));
+    } else if (failure.status.code() == absl::StatusCode::kInternal) {
       log::Error("database transaction failed", std::move(fields));
     } else {
       log::Debug("database transaction failed", std::move(fields));

@@ -14,22 +14,25 @@
 //   ALREADY_EXISTS / FAILED_PRECONDITION, serialization failures ABORTED, broken connections
 //   UNAVAILABLE, statement timeouts DEADLINE_EXCEEDED, anything else INTERNAL (logged with the
 //   detail; the status message never contains SQL text or host names).
+// - While the database is down every attempt fails alike: lines about failed connections (and
+//   callers' lines about work lost to the outage, through log()) are written once per 10 s with
+//   the count held back, not once per attempt, and one line says when connections open again.
 // Thread-safe.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <pqxx/pqxx>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <pqxx/pqxx>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "common/metrics.h"
 
 namespace dangjian::sql {
@@ -38,9 +41,10 @@ struct PgPoolOptions {
   std::string conninfo;  // libpq connection string
   int size = 8;
   absl::Duration connect_timeout = absl::Seconds(5);
-  absl::Duration acquire_timeout = absl::Seconds(5);    // waiting for a free connection
-  absl::Duration statement_timeout = absl::Seconds(5);  // per statement, unless the deadline is nearer
-  int max_attempts = 4;                                 // for retryable failures
+  absl::Duration acquire_timeout = absl::Seconds(5);  // waiting for a free connection
+  absl::Duration statement_timeout =
+      absl::Seconds(5);  // per statement, unless the deadline is nearer
+  int max_attempts = 4;  // for retryable failures
   absl::Duration retry_backoff = absl::Milliseconds(10);  // doubled each retry, with jitter
 };
 
@@ -78,6 +82,10 @@ class PgPool {
 
   int size() const { return options_.size; }
 
+  // Where lines about this database's failures go: repeated ones are held back and counted
+  // (timed by the pool's clock). For callers' lines too, such as an audit row left unwritten.
+  log::RateLimitedLog& failure_log() { return failure_log_; }
+
  private:
   struct Conn;
   struct Outcome;
@@ -102,6 +110,7 @@ class PgPool {
   const std::string conninfo_;  // options_.conninfo with connect_timeout added
   metrics::DbMetrics* const metrics_;
   Clock& clock_;
+  log::RateLimitedLog failure_log_;
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Conn>> idle_ ABSL_GUARDED_BY(mu_);
   // Connections handed out, plus slots reserved while a new connection is being opened.

@@ -67,6 +67,11 @@ ABSL_FLAG(absl::Duration, gauges_interval, absl::Seconds(30),
           "how often org counts (dj_registry_orgs) are read from PostgreSQL for /metrics");
 ABSL_FLAG(absl::Duration, feed_poll_interval, absl::Milliseconds(200),
           "how often the change feed looks for changes committed by other replicas");
+ABSL_FLAG(int, watch_max_streams, 1000,
+          "WatchOrgChanges streams one replica serves at once; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, watch_max_streams_per_caller, 16,
+          "WatchOrgChanges streams one caller (token subject) may hold open on one replica; more "
+          "get RESOURCE_EXHAUSTED");
 ABSL_FLAG(absl::Duration, migration_retry_interval, absl::Seconds(30),
           "when the schema migrations fail at start, how long to wait before trying again (the "
           "process stays up, not serving gRPC, with dj_schema_migration_failing 1 on /metrics)");
@@ -143,6 +148,12 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
   config.worker_queue = absl::GetFlag(FLAGS_worker_queue);
   if (config.worker_threads < 1) return absl::InvalidArgumentError("--worker_threads must be >= 1");
   config.feed_poll_interval = absl::GetFlag(FLAGS_feed_poll_interval);
+  config.watch_limits.max_open = absl::GetFlag(FLAGS_watch_max_streams);
+  config.watch_limits.max_per_caller = absl::GetFlag(FLAGS_watch_max_streams_per_caller);
+  if (config.watch_limits.max_open < 1 || config.watch_limits.max_per_caller < 1) {
+    return absl::InvalidArgumentError(
+        "--watch_max_streams and --watch_max_streams_per_caller must be at least 1");
+  }
   config.migration_retry_interval = absl::GetFlag(FLAGS_migration_retry_interval);
   if (config.migration_retry_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--migration_retry_interval must be positive");

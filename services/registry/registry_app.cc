@@ -158,7 +158,8 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
   // The feed's series appear once it runs (not while migrations fail, when it cannot stall).
   parts->feed_metrics = std::make_unique<ChangeFeedMetrics>(*parts->registry);
   parts->notifier = std::make_unique<ChangeNotifier>(*parts->pg_repo, config.feed_poll_interval,
-                                                     parts->feed_metrics.get());
+                                                     parts->feed_metrics.get(), RealClock::Get(),
+                                                     config.watch_limits);
   parts->notifier->Start();
   parts->gauges =
       std::make_unique<OrgGauges>(*parts->pg_repo, *parts->registry, config.gauges_interval);

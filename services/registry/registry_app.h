@@ -23,6 +23,7 @@
 #include "common/cache/redis_cache.h"
 #include "common/server.h"
 #include "common/sql/pg_pool.h"
+#include "common/stream_slots.h"
 
 namespace dangjian::registry {
 
@@ -45,6 +46,8 @@ struct RegistryConfig {
   absl::Duration gauges_interval = absl::Seconds(30);
   // How often the change feed polls PostgreSQL for changes committed by other replicas.
   absl::Duration feed_poll_interval = absl::Milliseconds(200);
+  // WatchOrgChanges streams open at once, per replica and per caller (beyond: RESOURCE_EXHAUSTED).
+  StreamLimits watch_limits;
   // How long to wait after failed migrations before trying them again.
   absl::Duration migration_retry_interval = absl::Seconds(30);
   // Waits up to the given time before the next attempt at the migrations; returns false when the

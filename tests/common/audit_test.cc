@@ -12,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/clock.h"
 #include "common/sql/migrations.h"
 #include "common/sql/pg_pool.h"
 #include "common/testing/harness.h"
@@ -243,6 +244,39 @@ TEST_F(AuditTest, Migrations_ReapplyingIsANoOp) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_TRUE(report->applied.empty());
   EXPECT_EQ(report->current_version, Migrations().back().version);
+}
+
+TEST_F(AuditTest, AppendStandalone_AnOutageLogsUnwrittenRowsOncePerWindowWithTheCount) {
+  FakeClock clock;
+  sql::PgPoolOptions options;
+  options.conninfo = ConnInfo();
+  options.size = 2;
+  auto pool = sql::PgPool::Create(options, nullptr, clock);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  // No connection to the database opens while this holds, a superuser's neither.
+  pqxx::connection admin(server_->ConnInfo("postgres"));
+  pqxx::nontransaction(admin).exec0("ALTER DATABASE " + db_ + " ALLOW_CONNECTIONS false");
+  ASSERT_TRUE(server_->TerminateConnections(db_).ok());
+  // 100 refused calls in 10 s whose rows cannot be written, then one more after the 10 s.
+  ::testing::internal::CaptureStderr();
+  for (int i = 0; i <= 100; ++i) {
+    EXPECT_FALSE(AppendStandalone(**pool, Record(i, "PERMISSION_DENIED")).ok());
+    clock.Advance(absl::Milliseconds(100));
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  int unwritten = 0;
+  for (size_t at = log.find("audit row not written"); at != std::string::npos;
+       at = log.find("audit row not written", at + 1)) {
+    ++unwritten;
+  }
+  EXPECT_EQ(unwritten, 2) << log.substr(0, 3000);
+  EXPECT_THAT(log, ::testing::HasSubstr("\"suppressed\":99,"));
+  EXPECT_THAT(log, ::testing::HasSubstr("\"request_id\":\"req-0\""));
+
+  pqxx::nontransaction(admin).exec0("ALTER DATABASE " + db_ + " ALLOW_CONNECTIONS true");
+  ::testing::internal::CaptureStderr();
+  EXPECT_TRUE(AppendStandalone(**pool, Record(1000)).ok());
+  EXPECT_THAT(::testing::internal::GetCapturedStderr(), ::testing::HasSubstr("\"unwritten\":101"));
 }
 
 }  // namespace

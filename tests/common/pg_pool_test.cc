@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -453,6 +454,52 @@ TEST_F(PgPoolTest, Ping_FollowsTheDatabase) {
   EXPECT_FALSE(pool->Ping());
   ASSERT_TRUE(server_->CreateDatabase(db_).ok());
   EXPECT_TRUE(pool->Ping());
+}
+
+// Lines of stderr written while `body` runs that contain `text`.
+template <typename Body>
+int LinesWith(const std::string& text, Body body, std::string* all = nullptr) {
+  ::testing::internal::CaptureStderr();
+  body();
+  const std::string captured = ::testing::internal::GetCapturedStderr();
+  if (all != nullptr) *all = captured;
+  int n = 0;
+  for (size_t at = captured.find(text); at != std::string::npos; at = captured.find(text, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST_F(PgPoolTest, Run_AnOutageLogsRepeatedFailuresOncePerWindowWithTheCount) {
+  FakeClock clock;
+  auto pool = PgPool::Create(Options(), nullptr, clock);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE(server_->DropDatabase(db_).ok());  // ends the pool's connections; no new one opens
+  std::string log;
+  // 100 calls in 10 s, every one failing to connect, then one more after the 10 s. (Each failed
+  // connection costs the server a backend, about 50 ms here; log_test counts 1,000 in 10 s.)
+  const int lines = LinesWith(
+      "database connection could not be opened",
+      [&] {
+        for (int i = 0; i < 100; ++i) {
+          EXPECT_EQ((*pool)->Run({}, Insert(i, "x")).code(), absl::StatusCode::kUnavailable);
+          clock.Advance(absl::Milliseconds(100));
+        }
+        EXPECT_FALSE((*pool)->Run({}, Insert(0, "x")).ok());
+      },
+      &log);
+  EXPECT_EQ(lines, 2) << log.substr(0, 3000);
+  EXPECT_THAT(log, HasSubstr("\"suppressed\":99,"));
+  // Nothing else about the outage is written per call either (closed connections replaced).
+  EXPECT_LE(std::count(log.begin(), log.end(), '\n'), 6) << log.substr(0, 3000);
+
+  // When the database is back, one line says so, with the count of failed attempts.
+  ASSERT_TRUE(server_->CreateDatabase(db_).ok());
+  Sql("CREATE TABLE items (id integer PRIMARY KEY, name text NOT NULL, parent integer, qty "
+      "integer)");
+  EXPECT_EQ(LinesWith("\"failed_attempts\":101",
+                      [&] { EXPECT_TRUE((*pool)->Run({}, Insert(1, "back")).ok()); }),
+            1);
 }
 
 }  // namespace

@@ -109,6 +109,8 @@ TEST_F(FeedMetricsTest, Poll_CountsErrorsWhileTheDatabaseRefusesAndRecovers) {
       absl::Seconds(10)));
   EXPECT_EQ(Value("dj_registry_feed_poll_errors_total"), 0);
 
+  ::testing::internal::CaptureStderr();
+  const absl::Time stalled_since = absl::Now();
   AllowConnections(false);
   ASSERT_TRUE(pg_->TerminateConnections(database_).ok());
   ASSERT_TRUE(testing::PollUntil([&] { return Value("dj_registry_feed_poll_errors_total") >= 2; },
@@ -126,6 +128,19 @@ TEST_F(FeedMetricsTest, Poll_CountsErrorsWhileTheDatabaseRefusesAndRecovers) {
   ASSERT_TRUE(testing::PollUntil(
       [&] { return Value("dj_registry_feed_last_poll_success_timestamp_seconds") >= restored_at; },
       absl::Seconds(20)));
+  const double failed = Value("dj_registry_feed_poll_errors_total");
+  const std::string log = ::testing::internal::GetCapturedStderr();
+
+  // The log has the first failure, then (log::RateLimitedLog) a line per 10 s at most, not one per
+  // failed poll; the recovery line counts the failures.
+  int failure_lines = 0;
+  for (size_t at = log.find("change feed cannot read the head revision"); at != std::string::npos;
+       at = log.find("change feed cannot read the head revision", at + 1)) {
+    ++failure_lines;
+  }
+  EXPECT_GE(failure_lines, 1);
+  EXPECT_LE(failure_lines, 1 + (absl::Now() - stalled_since) / absl::Seconds(10)) << failed;
+  EXPECT_THAT(log, ::testing::HasSubstr(absl::StrCat("\"failed_polls\":", failed)));
 }
 
 TEST_F(FeedMetricsTest, RunningRegistry_ExportsWorkerPoolGaugesAndBuildInfo) {

@@ -479,8 +479,6 @@ TEST_F(WatchTest, Watch_BadArgumentsAndCallersAreRefused) {
   EXPECT_EQ(negative->count() + anonymous->count() + no_role->count(), 0u);
 }
 
-// DISABLED: intermittently aborts the whole binary on the BUG named at the next test ("WatchReactor
-// is deleted while a worker or notifier thread still holds its mutex"). Enable once fixed.
 TEST_F(WatchTest, Watch_ShutdownEndsOpenStreamsWithUnavailablePromptly) {
   StartRegistry();
   v1::Org city = Create(0, v1::ORG_KIND_COMMITTEE, "市委");
@@ -506,21 +504,16 @@ TEST_F(WatchTest, Watch_ShutdownEndsOpenStreamsWithUnavailablePromptly) {
   EXPECT_LT(shutdown_took, absl::Milliseconds(1500));
 }
 
-// DISABLED: fails (aborts the binary, or ASan reports heap-use-after-free) on BUG "WatchReactor
-// is deleted while a worker or notifier thread still holds its mutex" (services/registry/api/
-// registry_service.cc, OrgRegistryService::WatchReactor). FinishLocked() calls Finish() with mu_
-// held, from threads that are not gRPC reactions: the notifier's wake callback (on Stop() or
-// Advance()) and Fetch() on the worker pool. gRPC may then run OnDone() -> `delete this` on its own
-// thread before the MutexLock there is released, so the unlock (or, in Fetch() after
-// WaitBeyond() when the wake has already finished the call, the next lock) touches freed memory:
-// "[mutex.cc : 1682] RAW: Mutex unlocked when destroyed or not locked". Seen about once in 50 runs
-// of Watch_ShutdownEndsOpenStreamsWithUnavailablePromptly under load; this test opens many streams
-// and ends them by shutdown and by cancellation, over and over, to hit it reliably.
-// Enable (with the test below) once the integrator has fixed it.
+// Regression test for a WatchReactor deleted while a worker or notifier thread still held its
+// mutex (Finish() from off gRPC's threads, then OnDone() -> delete on gRPC's thread): the
+// reactor's state now lives in a shared State those threads hold. Opens many streams and ends
+// them by shutdown and by cancellation, over and over.
 TEST_F(WatchTest, Watch_StreamsEndedOffGrpcThreadsNeverTouchAFreedReactor) {
   for (int cycle = 0; cycle < 8; ++cycle) {
     SCOPED_TRACE(absl::StrCat("cycle ", cycle));
-    StartRegistry();
+    RegistryConfig config = MakeConfig();
+    config.watch_limits.max_per_caller = 100;  // 50 streams of one caller at once
+    StartRegistry(std::move(config));
     Create(0, v1::ORG_KIND_COMMITTEE, absl::StrCat("市委", cycle));
     // Streams cancelled while their first fetch may still be running on a worker.
     for (int i = 0; i < 20; ++i) Watch(0)->Cancel();

@@ -716,9 +716,11 @@ grpc::ServerReadReactor<grpc::ByteBuffer>* OrgRegistryService::ImportOrgs(
 
 // --- WatchOrgChanges ---------------------------------------------------------------------------
 
-// Streams changes after the cursor: fetch a batch on the worker pool, write it change by change,
-// fetch again; when caught up, wait on the ChangeNotifier. Exactly one of fetching, writing and
-// waiting is under way at a time.
+// Streams changes after the cursor: fetch a page on the worker pool, write it change by change,
+// fetch the next page only when the last write of this one is done (OnWriteDone), so a slow or
+// stalled client holds the stream at one page (kWatchPageChanges) however long the history; when
+// caught up, wait on the ChangeNotifier. Exactly one of fetching, writing and waiting is under way
+// at a time. Each stream holds a slot of the notifier's StreamLimits from its start until OnDone.
 //
 // Lifetime: gRPC deletes the reactor (OnDone) at any moment after Finish(), on its own thread. So
 // everything that worker and notifier threads touch lives in a shared State that they hold a
@@ -741,11 +743,15 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
                    ToGrpcStatus(InvalidFieldError("from_revision", "must not be negative")));
       return;
     }
+    // Held until OnDone, however the stream ends.
+    absl::StatusOr<StreamSlots::Slot> slot = service.notifier_.OpenWatcher(caller->subject);
+    if (!slot.ok()) {
+      FinishLocked(*state_, ToGrpcStatus(slot.status()));
+      return;
+    }
+    slot_.emplace(*std::move(slot));
     state_->scope = caller->org_scope;
     state_->cursor = req->from_revision();
-    // Counted from here until OnDone, however the stream ends.
-    service.notifier_.WatcherOpened();
-    counted_ = true;
     ScheduleFetchLocked(state_);
   }
 
@@ -759,9 +765,13 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
         FinishLocked(s, grpc::Status::CANCELLED);
         return;
       }
+      s.service.notifier_.ChangeSent();
       if (s.next < s.batch.size()) {
         next = &s.batch[s.next++];
       } else {
+        // The page is sent: free it before reading the next, which may be long in coming.
+        std::vector<v1::OrgChange>().swap(s.batch);
+        s.next = 0;
         ScheduleFetchLocked(state_);
         return;
       }
@@ -782,10 +792,7 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
     }
   }
 
-  void OnDone() override {
-    if (counted_) state_->service.notifier_.WatcherClosed();
-    delete this;
-  }
+  void OnDone() override { delete this; }  // frees the slot
 
  private:
   struct State {
@@ -796,8 +803,8 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
     WatchReactor* const reactor;  // only while !finished, under mu
     std::optional<int64_t> scope;
     int64_t cursor ABSL_GUARDED_BY(mu) = 0;
-    std::vector<v1::OrgChange> batch ABSL_GUARDED_BY(mu);
-    size_t next ABSL_GUARDED_BY(mu) = 0;
+    std::vector<v1::OrgChange> batch ABSL_GUARDED_BY(mu);  // the page being written
+    size_t next ABSL_GUARDED_BY(mu) = 0;                   // its next change to write
     bool cancelled ABSL_GUARDED_BY(mu) = false;
     bool finished ABSL_GUARDED_BY(mu) = false;
     bool waiting ABSL_GUARDED_BY(mu) = false;
@@ -834,7 +841,8 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
       from = s.cursor;
     }
     absl::StatusOr<std::vector<Change>> changes =
-        s.service.repo_.ChangesSince(from, kFeedBatch, ReadContext{});
+        s.service.repo_.ChangesSince(from, kWatchPageChanges, ReadContext{});
+    if (changes.ok()) s.service.notifier_.ChangesRead(static_cast<int64_t>(changes->size()));
     uint64_t wait_seq = 0;
     const v1::OrgChange* first = nullptr;
     WatchReactor* reactor = nullptr;
@@ -851,6 +859,7 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
         return;
       }
       s.batch.clear();
+      s.batch.reserve(changes->size());
       s.next = 0;
       for (const Change& c : *changes) {
         s.cursor = c.revision;
@@ -859,8 +868,8 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
       if (!s.batch.empty()) {
         first = &s.batch[s.next++];
         reactor = s.reactor;
-      } else if (static_cast<int>(changes->size()) == kFeedBatch) {
-        ScheduleFetchLocked(state);  // a full batch outside the caller's scope: read on
+      } else if (static_cast<int>(changes->size()) == kWatchPageChanges) {
+        ScheduleFetchLocked(state);  // a full page outside the caller's scope: read on
         return;
       } else {
         s.waiting = true;
@@ -899,7 +908,8 @@ class OrgRegistryService::WatchReactor final : public grpc::ServerWriteReactor<v
   }
 
   const std::shared_ptr<State> state_;
-  bool counted_ = false;  // in dj_registry_feed_watchers; set in the constructor only
+  // In the notifier's StreamLimits (and dj_registry_feed_watchers); set in the constructor only.
+  std::optional<StreamSlots::Slot> slot_;
 };
 
 grpc::ServerWriteReactor<v1::OrgChange>* OrgRegistryService::WatchOrgChanges(

@@ -26,8 +26,9 @@ inline constexpr absl::string_view kWriteRole = "registry.write";
 inline constexpr int kImportChunkRows = 1000;
 // An import reply lists at most this many bad rows (the counts stay exact).
 inline constexpr int kMaxImportErrorsListed = 10000;
-// The change feed reads at most this many changes per query.
-inline constexpr int kFeedBatch = 500;
+// A WatchOrgChanges stream reads the feed in pages of this many changes, and reads the next page
+// only once its client has taken the last: a stream holds one page at most (about 100 KB).
+inline constexpr int kWatchPageChanges = 100;
 
 // ImportOrgs is served raw (grpc::ByteBuffer) so that it parses each message itself; see
 // ImportReactor. Reflection still describes it with its real types: it reads the proto files.

@@ -2,9 +2,11 @@
 // Local writes report their revision through Advance(); a poller thread reads the head from the
 // repository every `poll_interval`, to see writes of other replicas. Waiters are plain callbacks
 // run on the notifier's thread (or the caller's, in Advance/Stop): they must only hand work off
-// (e.g. submit to a WorkerPool), never block. With ChangeFeedMetrics it reports the open streams
-// (which the handlers announce through WatcherOpened/WatcherClosed), the revision it has woken
-// waiters up to, and how its polls fare. Thread-safe.
+// (e.g. submit to a WorkerPool), never block. It also admits the streams (StreamLimits: per
+// process and per caller; a stream holds its slot until it ends) and, after streams have ended,
+// hands the memory they freed back to the system (glibc keeps it otherwise). With
+// ChangeFeedMetrics it reports the open and refused streams, the changes streams read and sent,
+// the revision it has woken waiters up to, and how its polls fare. Thread-safe.
 #pragma once
 
 #include <prometheus/counter.h>
@@ -20,6 +22,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/stream_slots.h"
 #include "services/registry/store/org_repository.h"
 
 namespace dangjian::registry {
@@ -28,7 +31,14 @@ namespace dangjian::registry {
 // exists (at 0) from construction, so dashboards see them before the first event.
 struct ChangeFeedMetrics {
   explicit ChangeFeedMetrics(prometheus::Registry& registry);
-  prometheus::Gauge& watchers;           // dj_registry_feed_watchers: open WatchOrgChanges streams
+  prometheus::Gauge& watchers;        // dj_registry_feed_watchers: open WatchOrgChanges streams
+  prometheus::Gauge& watchers_limit;  // dj_registry_feed_watchers_limit: the process limit
+  // dj_registry_feed_refused_total{limit="process"|"caller"}: streams refused at a limit.
+  prometheus::Family<prometheus::Counter>& refused;
+  // dj_registry_feed_changes_read_total / _sent_total: changes streams read from PostgreSQL and
+  // changes written to clients. Their difference is what streams hold (a page at most each).
+  prometheus::Counter& changes_read;
+  prometheus::Counter& changes_sent;
   prometheus::Gauge& notified_revision;  // dj_registry_feed_notified_revision
   prometheus::Counter& poll_errors;      // dj_registry_feed_poll_errors_total
   // dj_registry_feed_last_poll_success_timestamp_seconds: Unix time of the last head read.
@@ -39,7 +49,8 @@ class ChangeNotifier {
  public:
   // `metrics` (optional) must outlive the notifier; `clock` stamps successful polls.
   ChangeNotifier(OrgRepository& repo, absl::Duration poll_interval,
-                 ChangeFeedMetrics* metrics = nullptr, Clock& clock = RealClock::Get());
+                 ChangeFeedMetrics* metrics = nullptr, Clock& clock = RealClock::Get(),
+                 StreamLimits limits = StreamLimits());
   ~ChangeNotifier();  // Stop()
 
   void Start();
@@ -57,15 +68,20 @@ class ChangeNotifier {
   // True if the waiter was removed before it ran (it then never runs).
   bool Cancel(uint64_t handle);
 
-  // A change-feed stream opened / ended (counted in dj_registry_feed_watchers only).
-  void WatcherOpened();
-  void WatcherClosed();
+  // Admits a change-feed stream of `caller` (the token's subject): a slot held until the Slot is
+  // destroyed, or RESOURCE_EXHAUSTED stating the limit reached.
+  absl::StatusOr<StreamSlots::Slot> OpenWatcher(absl::string_view caller);
+  // A stream read `n` changes from the store / wrote one to its client (metrics only).
+  void ChangesRead(int64_t n);
+  void ChangeSent();
 
  private:
   void PollLoop();
   // Reads the head from the repository and advances to it.
   absl::Status Poll(absl::Time deadline);
   void WakeUpTo(int64_t revision);
+  // malloc_trim after streams have ended, at most once per kTrimInterval.
+  void TrimIfStreamsEnded();
 
   OrgRepository& repo_;
   const absl::Duration poll_interval_;
@@ -80,6 +96,10 @@ class ChangeNotifier {
     Wake wake;
   };
   std::map<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  StreamSlots slots_;
+  // Poller thread only.
+  uint64_t released_at_trim_ = 0;
+  absl::Time last_trim_ = absl::InfinitePast();
   absl::Notification stop_;
   std::thread poller_;
 };
