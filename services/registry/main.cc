@@ -39,8 +39,18 @@ ABSL_FLAG(
     absl::Duration, local_cache_ttl, absl::Minutes(5),
     "longest an org stays in the in-process tier (a backstop behind Redis' announcements; "
     "each entry's life is shortened by up to a quarter at random, so they expire spread out)");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "file holding the Redis password (AUTH on every connection; a trailing newline is "
+          "ignored); empty: no password");
 ABSL_FLAG(absl::Duration, cache_breaker_interval, absl::Seconds(5),
-          "after a Redis failure, how long to skip Redis before one probe");
+          "once the Redis circuit breaker opens, how long to skip Redis before one probe");
+ABSL_FLAG(absl::Duration, cache_breaker_window, absl::Seconds(10),
+          "the Redis calls that may open the breaker are counted over this much time");
+ABSL_FLAG(int, cache_breaker_min_calls, 20,
+          "fewer Redis calls than this in the window never open the breaker");
+ABSL_FLAG(double, cache_breaker_failure_ratio, 0.5,
+          "the share of failed Redis calls in the window (of at least --cache_breaker_min_calls) "
+          "that opens the breaker");
 ABSL_FLAG(std::string, jwt_keys_file, "",
           "file of JWT verification keys, lines kid:hs256:SECRET or kid:rs256|es256:/path.pem");
 ABSL_FLAG(std::string, jwt_issuer, "dangjian", "required iss of tokens");
@@ -98,6 +108,24 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
     options.connect_timeout = absl::GetFlag(FLAGS_redis_timeout);
     options.command_timeout = absl::GetFlag(FLAGS_redis_timeout);
     options.breaker_open_interval = absl::GetFlag(FLAGS_cache_breaker_interval);
+    options.breaker_window = absl::GetFlag(FLAGS_cache_breaker_window);
+    options.breaker_min_calls = absl::GetFlag(FLAGS_cache_breaker_min_calls);
+    options.breaker_failure_ratio = absl::GetFlag(FLAGS_cache_breaker_failure_ratio);
+    if (options.breaker_window <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("--cache_breaker_window must be positive");
+    }
+    if (options.breaker_min_calls < 1) {
+      return absl::InvalidArgumentError("--cache_breaker_min_calls must be at least 1");
+    }
+    if (!(options.breaker_failure_ratio >= 0 && options.breaker_failure_ratio <= 1)) {
+      return absl::InvalidArgumentError("--cache_breaker_failure_ratio must be in [0, 1]");
+    }
+    const std::string password_file = absl::GetFlag(FLAGS_redis_password_file);
+    if (!password_file.empty()) {
+      absl::StatusOr<std::string> password = cache::ReadRedisPasswordFile(password_file);
+      if (!password.ok()) return password.status();
+      options.password = *std::move(password);
+    }
     options.key_prefix = "dj:registry:";
     config.redis = options;
   }
