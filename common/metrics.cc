@@ -96,7 +96,13 @@ CacheMetrics::CacheMetrics(prometheus::Registry& registry)
                           .Name("dj_cache_command_duration_seconds")
                           .Help("Duration of one Redis command, including failures.")
                           .Register(registry)
-                          .Add({}, LatencyBuckets())) {}
+                          .Add({}, LatencyBuckets())),
+      refused(prometheus::BuildCounter()
+                  .Name("dj_cache_entries_refused_total")
+                  .Help("Cache entries above the known feed head that the database did not back, "
+                        "deleted instead of served.")
+                  .Register(registry)
+                  .Add({})) {}
 
 namespace {
 prometheus::Family<prometheus::Counter>& LocalCacheRequests(prometheus::Registry& registry) {

@@ -52,6 +52,9 @@ struct CacheMetrics {
   prometheus::Gauge& breaker_open;         // dj_cache_breaker_open: 1 while open
   prometheus::Counter& breaker_trips;      // dj_cache_breaker_trips_total
   prometheus::Histogram& command_seconds;  // dj_cache_command_duration_seconds
+  // dj_cache_entries_refused_total: entries above the known feed head that the database did not
+  // back (planted in Redis), deleted instead of served.
+  prometheus::Counter& refused;
 };
 
 // The in-process cache tier (common/cache/near_cache.h) and its invalidation feed.

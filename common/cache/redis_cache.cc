@@ -43,12 +43,13 @@ constexpr char kScanCount[] = "1000";
 // data. Fixed width lets the script compare versions exactly; Lua numbers are doubles.
 constexpr size_t kVersionDigits = 16;
 
-// Sets KEYS[1] to ARGV[1] unless it holds an entry with the same or a higher version; ARGV[2] is
-// the TTL in ms ("0": none). Returns 1 if it set the key. The version is compared in two 32-bit
-// halves, each exact as a double. A value that is not an entry is overwritten.
+// Sets KEYS[1] to ARGV[1] with a TTL of ARGV[2] ms unless it holds an entry with the same or a
+// higher version. Returns 1 if it set the key. The version is compared in two 32-bit halves,
+// each exact as a double. A value that is not an entry, or has no TTL (we never write one: it
+// was planted by someone else), is overwritten.
 constexpr char kSetIfNewerScript[] = R"lua(
 local cur = redis.call('GET', KEYS[1])
-if cur and string.sub(cur, 17, 17) == ':' then
+if cur and string.sub(cur, 17, 17) == ':' and redis.call('PTTL', KEYS[1]) >= 0 then
   local chi = tonumber(string.sub(cur, 1, 8), 16)
   local clo = tonumber(string.sub(cur, 9, 16), 16)
   local nhi = tonumber(string.sub(ARGV[1], 1, 8), 16)
@@ -57,11 +58,7 @@ if cur and string.sub(cur, 17, 17) == ':' then
     return 0
   end
 end
-if ARGV[2] ~= '0' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 )lua";
 
@@ -87,10 +84,13 @@ std::optional<CachedValue> DecodeEntry(absl::string_view raw) {
   return value;
 }
 
-// "PX" milliseconds for a TTL; "0" (no expiry) only for an infinite one.
+// Every entry we write expires: at most this long, whatever a caller asks.
+constexpr absl::Duration kMaxTtl = absl::Hours(24);
+
+// "PX" milliseconds for a TTL, within [1 ms, kMaxTtl].
 std::string TtlMillis(absl::Duration ttl) {
-  if (ttl == absl::InfiniteDuration()) return "0";
-  return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(ttl)));
+  return absl::StrCat(std::clamp<int64_t>(absl::ToInt64Milliseconds(std::min(ttl, kMaxTtl)), 1,
+                                          absl::ToInt64Milliseconds(kMaxTtl)));
 }
 
 std::string Sha1Hex(absl::string_view text) {
@@ -879,7 +879,7 @@ std::optional<int64_t> RedisCache::Impl::GetCounter(absl::string_view key) {
 void RedisCache::Impl::RaiseCounter(absl::string_view key, int64_t value, bool after_write) {
   Pending op;
   op.kind = Pending::Kind::kSetIfNewer;
-  op.args = {Key(key), EncodeEntry(value, ""), "0"};
+  op.args = {Key(key), EncodeEntry(value, ""), TtlMillis(options_.counter_ttl)};
   if (after_write) {
     WriteSide(std::move(op));
     return;

@@ -37,6 +37,9 @@ struct RedisOptions {
   int breaker_min_calls = 20;
   double breaker_failure_ratio = 0.5;
   std::string key_prefix = "dj:";
+  // Counters (RaiseCounter) expire this long after they last rose; every other entry has the TTL
+  // its writer gives (at most a day). Nothing we write lives for ever.
+  absl::Duration counter_ttl = absl::Hours(1);
 };
 
 // The password in `path` (a secret file, as Kubernetes and podman mount them): its contents less

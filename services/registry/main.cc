@@ -32,6 +32,9 @@ ABSL_FLAG(std::string, redis_address, "127.0.0.1:6379",
 ABSL_FLAG(absl::Duration, redis_timeout, absl::Milliseconds(100),
           "Redis connect and command timeout");
 ABSL_FLAG(absl::Duration, cache_ttl, absl::Minutes(10), "lifetime of cached entries (a backstop)");
+ABSL_FLAG(absl::Duration, cache_negative_ttl, absl::Seconds(5),
+          "how long an id that does not exist is cached as absent, so refusing it costs no more "
+          "than refusing one that exists out of the caller's scope; 0 turns it off");
 ABSL_FLAG(int, local_cache_entries, 50000,
           "orgs each replica keeps in memory in front of Redis, dropped when Redis announces a "
           "change (client-side caching); 0 turns the in-process tier off");
@@ -130,6 +133,10 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
     config.redis = options;
   }
   config.cache_ttl = absl::GetFlag(FLAGS_cache_ttl);
+  config.cache_negative_ttl = absl::GetFlag(FLAGS_cache_negative_ttl);
+  if (config.cache_negative_ttl < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--cache_negative_ttl must be >= 0");
+  }
   const int local_entries = absl::GetFlag(FLAGS_local_cache_entries);
   if (local_entries < 0) return absl::InvalidArgumentError("--local_cache_entries must be >= 0");
   config.local_cache.max_entries = static_cast<size_t>(local_entries);

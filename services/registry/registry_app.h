@@ -32,6 +32,8 @@ struct RegistryConfig {
   sql::PgPoolOptions pg;
   std::optional<cache::RedisOptions> redis;  // nullopt: no cache
   absl::Duration cache_ttl = absl::Minutes(10);
+  // How long "no org with this id" is cached (store/cached_org_repository.h); 0: not cached.
+  absl::Duration cache_negative_ttl = absl::Seconds(5);
   // The in-process tier in front of Redis (common/cache/near_cache.h): max_entries 0 turns it off.
   // Used only with Redis, whose invalidation feed keeps it honest.
   cache::LocalCacheOptions local_cache = {/*max_entries=*/50000, /*ttl=*/absl::Minutes(5),

@@ -231,10 +231,36 @@ TEST_F(RedisCacheTest, Counter_OnlyRises) {
   EXPECT_EQ(cache_->GetCounter("rev"), 5);
   cache_->RaiseCounter("rev", 9, /*after_write=*/true);
   EXPECT_EQ(cache_->GetCounter("rev"), 9);
-  // A counter never expires by itself.
+  // A counter expires some time after it last rose, like every entry.
   RawRedis raw = Raw();
   ASSERT_TRUE(raw.ok());
-  EXPECT_EQ(raw.Integer({"PTTL", "t:rev"}), -1);
+  const int64_t pttl = raw.Integer({"PTTL", "t:rev"});
+  EXPECT_GT(pttl, 0);
+  EXPECT_LE(pttl, absl::ToInt64Milliseconds(RedisOptions().counter_ttl));
+}
+
+TEST_F(RedisCacheTest, EveryWriteSetsATtlEvenWhenAskedForNone) {
+  cache_->Fill("a", Value(1, "A"), absl::InfiniteDuration());
+  cache_->SetAfterWrite("b", Value(1, "B"), absl::InfiniteDuration());
+  cache_->Fill("c", Value(1, "C"), absl::ZeroDuration());
+  RawRedis raw = Raw();
+  ASSERT_TRUE(raw.ok());
+  for (const char* key : {"t:a", "t:b"}) {
+    EXPECT_GT(raw.Integer({"PTTL", key}), 0) << key;
+    EXPECT_LE(raw.Integer({"PTTL", key}), absl::ToInt64Milliseconds(absl::Hours(24))) << key;
+  }
+  EXPECT_NE(raw.Integer({"PTTL", "t:c"}), -1);  // 1 ms: gone, or about to be
+}
+
+TEST_F(RedisCacheTest, SetIfNewer_OverwritesAPlantedEntryWithoutTtlWhateverItsVersion) {
+  RawRedis raw = Raw();
+  ASSERT_TRUE(raw.ok());
+  // Someone with access to Redis plants a far-future version with no expiry.
+  const std::string planted = "7fffffffffffffff:forged";
+  ASSERT_NE(raw.Command({"SET", "t:k", planted}), nullptr);
+  cache_->SetAfterWrite("k", Value(2, "real"), kTtl);
+  EXPECT_EQ(cache_->Get("k"), Value(2, "real"));
+  EXPECT_GT(raw.Integer({"PTTL", "t:k"}), 0);
 }
 
 TEST_F(RedisCacheTest, Invalidate_DeletesOnlyTheGivenKeys) {
