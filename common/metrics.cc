@@ -123,6 +123,17 @@ LocalCacheMetrics::LocalCacheMetrics(prometheus::Registry& registry)
                   .Help("Entries held in the in-process cache tier (sampled).")
                   .Register(registry)
                   .Add({})),
+      bytes(prometheus::BuildGauge()
+                .Name("dj_cache_local_bytes")
+                .Help("Memory the in-process cache tier's entries take, as charged against its "
+                      "budget (sampled).")
+                .Register(registry)
+                .Add({})),
+      capacity_bytes(prometheus::BuildGauge()
+                         .Name("dj_cache_local_capacity_bytes")
+                         .Help("The in-process cache tier's memory budget; 0 when it is off.")
+                         .Register(registry)
+                         .Add({})),
       feed_current(prometheus::BuildGauge()
                        .Name("dj_cache_local_feed_current")
                        .Help("1 while the Redis invalidation feed is subscribed, else 0.")

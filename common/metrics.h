@@ -66,7 +66,10 @@ struct LocalCacheMetrics {
   prometheus::Counter& hits;
   prometheus::Counter& misses;
   prometheus::Counter& not_current;
-  prometheus::Gauge& entries;       // dj_cache_local_entries (sampled)
+  prometheus::Gauge& entries;  // dj_cache_local_entries (sampled)
+  prometheus::Gauge& bytes;    // dj_cache_local_bytes: their cost in memory (sampled)
+  prometheus::Gauge&
+      capacity_bytes;               // dj_cache_local_capacity_bytes: the budget (--local_cache_mb)
   prometheus::Gauge& feed_current;  // dj_cache_local_feed_current: 1 while subscribed
   // dj_cache_local_feed_resets_total: the local tier was emptied (feed lost, Redis flushed).
   prometheus::Counter& feed_resets;

@@ -165,7 +165,10 @@ bool RedisInvalidationFeed::Subscribe(Connection& conn, std::string* why) {
   }
   // Whatever was kept while deaf goes before the feed vouches for anything.
   local_.Clear();
-  if (metrics_ != nullptr) metrics_->entries.Set(0);
+  if (metrics_ != nullptr) {
+    metrics_->entries.Set(0);
+    metrics_->bytes.Set(0);
+  }
   fd_.store(conn.ctx()->fd);
   current_.store(true);
   subscriptions_.fetch_add(1);
@@ -235,6 +238,10 @@ std::string RedisInvalidationFeed::Listen(Connection& conn) {
         if (metrics_ != nullptr) metrics_->feed_resets.Increment();
       }
     }
+    if (metrics_ != nullptr) {
+      metrics_->entries.Set(static_cast<double>(local_.size()));
+      metrics_->bytes.Set(static_cast<double>(local_.bytes()));
+    }
     // A partial announcement stays in hiredis' buffer: keep `applying_` set until it is whole.
     applying_.store(ctx->reader->pos < ctx->reader->len);
   }
@@ -249,6 +256,7 @@ void RedisInvalidationFeed::Lost(absl::string_view why) {
   if (metrics_ != nullptr) {
     metrics_->feed_current.Set(0);
     metrics_->entries.Set(0);
+    metrics_->bytes.Set(0);
     if (was_current) metrics_->feed_resets.Increment();
   }
   if (was_current || !lost_logged_) {

@@ -35,9 +35,13 @@ ABSL_FLAG(absl::Duration, cache_ttl, absl::Minutes(10), "lifetime of cached entr
 ABSL_FLAG(absl::Duration, cache_negative_ttl, absl::Seconds(5),
           "how long an id that does not exist is cached as absent, so refusing it costs no more "
           "than refusing one that exists out of the caller's scope; 0 turns it off");
-ABSL_FLAG(int, local_cache_entries, 50000,
-          "orgs each replica keeps in memory in front of Redis, dropped when Redis announces a "
-          "change (client-side caching); 0 turns the in-process tier off");
+ABSL_FLAG(int, local_cache_mb, 160,
+          "memory (MiB) each replica spends on orgs kept in front of Redis, dropped when Redis "
+          "announces a change (client-side caching); the default holds a province (200,000 orgs, "
+          "about 640 bytes each); 0 turns the in-process tier off");
+ABSL_FLAG(int, local_cache_entries, -1,
+          "DEPRECATED (use --local_cache_mb; goes in the next release): also caps the in-process "
+          "tier's count of orgs; 0 turns it off; -1: no cap");
 ABSL_FLAG(
     absl::Duration, local_cache_ttl, absl::Minutes(5),
     "longest an org stays in the in-process tier (a backstop behind Redis' announcements; "
@@ -137,9 +141,16 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
   if (config.cache_negative_ttl < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--cache_negative_ttl must be >= 0");
   }
+  const int local_mb = absl::GetFlag(FLAGS_local_cache_mb);
+  if (local_mb < 0) return absl::InvalidArgumentError("--local_cache_mb must be >= 0");
+  config.local_cache.max_bytes = static_cast<size_t>(local_mb) << 20;
   const int local_entries = absl::GetFlag(FLAGS_local_cache_entries);
-  if (local_entries < 0) return absl::InvalidArgumentError("--local_cache_entries must be >= 0");
-  config.local_cache.max_entries = static_cast<size_t>(local_entries);
+  if (local_entries < -1) return absl::InvalidArgumentError("--local_cache_entries must be >= -1");
+  if (local_entries >= 0) {
+    log::Warn("--local_cache_entries is deprecated: size the in-process tier with --local_cache_mb",
+              {{"local_cache_entries", local_entries}});
+    config.local_cache.max_entries = static_cast<size_t>(local_entries);
+  }
   config.local_cache.ttl = absl::GetFlag(FLAGS_local_cache_ttl);
   config.gauges_interval = absl::GetFlag(FLAGS_gauges_interval);
   if (config.gauges_interval <= absl::ZeroDuration()) {

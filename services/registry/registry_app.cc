@@ -132,7 +132,7 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
     parts->redis_cache =
         std::make_unique<cache::RedisCache>(*config.redis, parts->cache_metrics.get());
     parts->cache = parts->redis_cache.get();
-    if (config.local_cache.max_entries > 0) {
+    if (config.local_cache.max_bytes > 0 && config.local_cache.max_entries > 0) {
       // Orgs only: list pages are keyed by the revision, which is read from Redis anyway.
       parts->local_cache = std::make_unique<cache::LocalCache>(config.local_cache);
       parts->invalidations = std::make_unique<cache::RedisInvalidationFeed>(

@@ -589,6 +589,26 @@ TEST_F(CacheFaultTest, LocalTier_ThirdGetOrgIsServedFromMemory) {
 }
 
 // A scoped caller never sees an org outside its subtree, even when memory holds it.
+TEST_F(CacheFaultTest, LocalTier_ReportsItsSizeInEntriesAndBytesAndItsBudget) {
+  Tree t = MakeTree();
+  v1::Org got;
+  ASSERT_TRUE(ReadUntilHeldInMemory(t.branch.id(), &got));
+  ASSERT_TRUE(ReadUntilHeldInMemory(t.group.id(), &got));
+  const auto gauge = [&](const std::string& name) {
+    for (const prometheus::MetricFamily& family : app_->metrics().Collect()) {
+      if (family.name == name && !family.metric.empty()) return family.metric[0].gauge.value;
+    }
+    ADD_FAILURE() << "no " << name;
+    return -1.0;
+  };
+  EXPECT_GE(gauge("dj_cache_local_entries"), 2);
+  // Each org-sized entry costs a few hundred bytes, as charged.
+  EXPECT_GE(gauge("dj_cache_local_bytes"), 2 * 300);
+  EXPECT_LE(gauge("dj_cache_local_bytes"), gauge("dj_cache_local_entries") * 2000);
+  EXPECT_EQ(gauge("dj_cache_local_capacity_bytes"),
+            static_cast<double>(MakeConfig().local_cache.max_bytes));
+}
+
 TEST_F(CacheFaultTest, LocalTier_OutOfScopeIsDeniedEvenWhenHeld) {
   Tree t = MakeTree();
   v1::Org got;
