@@ -228,6 +228,25 @@ class CacheFaultTest : public RegistryFixture {
   };
   std::string KeyPrefix() const { return absl::StrCat("dj:", database_, ":"); }
 
+  // Imports one committee through ImportOrgs (a stream of one row).
+  void ImportCommittee(const std::string& code, const std::string& parent_code,
+                       const std::string& name, v1::ImportOrgsResponse* resp) {
+    auto ctx = Ctx(admin_);
+    auto writer = stub_->ImportOrgs(ctx.get(), resp);
+    v1::ImportOrgsRequest msg;
+    v1::ImportOrgRow* row = msg.add_rows();
+    row->set_code(code);
+    row->set_parent_code(parent_code);
+    row->set_name(name);
+    row->set_kind(v1::ORG_KIND_COMMITTEE);
+    row->set_domain(v1::ORG_DOMAIN_COMMUNITY);
+    row->set_region_code("320102");
+    ASSERT_TRUE(writer->Write(msg));
+    writer->WritesDone();
+    grpc::Status st = writer->Finish();
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+
   bool paused_ = false;
 };
 
@@ -334,22 +353,7 @@ TEST_F(CacheFaultTest, Absent_SecondMissDoesNotReachPostgresAndCreationReplacesI
   ASSERT_TRUE(GetFast(next, &got).ok());
   EXPECT_EQ(got.name(), "新党总支");
   v1::ImportOrgsResponse resp;
-  {
-    auto ctx = Ctx(admin_);
-    auto writer = stub_->ImportOrgs(ctx.get(), &resp);
-    v1::ImportOrgsRequest msg;
-    v1::ImportOrgRow* row = msg.add_rows();
-    row->set_code("IMPORTED");
-    row->set_parent_code("CITY");
-    row->set_name("丙区委");
-    row->set_kind(v1::ORG_KIND_COMMITTEE);
-    row->set_domain(v1::ORG_DOMAIN_COMMUNITY);
-    row->set_region_code("320102");
-    ASSERT_TRUE(writer->Write(msg));
-    writer->WritesDone();
-    grpc::Status st = writer->Finish();
-    ASSERT_TRUE(st.ok()) << st.error_message();
-  }
+  ASSERT_NO_FATAL_FAILURE(ImportCommittee("IMPORTED", "CITY", "丙区委", &resp));
   ASSERT_EQ(resp.created(), 1);
   ASSERT_TRUE(GetFast(next + 1, &got).ok());
   EXPECT_EQ(got.name(), "丙区委");
@@ -358,20 +362,7 @@ TEST_F(CacheFaultTest, Absent_SecondMissDoesNotReachPostgresAndCreationReplacesI
 TEST_F(CacheFaultTest, Cache_SecondGetOrgIsAHit) {
   // Imported orgs are not put in the cache, so the first read must miss.
   v1::ImportOrgsResponse resp;
-  {
-    auto ctx = Ctx(admin_);
-    auto writer = stub_->ImportOrgs(ctx.get(), &resp);
-    v1::ImportOrgsRequest msg;
-    v1::ImportOrgRow* row = msg.add_rows();
-    row->set_code("CITY");
-    row->set_name("市委");
-    row->set_kind(v1::ORG_KIND_COMMITTEE);
-    row->set_domain(v1::ORG_DOMAIN_COMMUNITY);
-    row->set_region_code("320102");
-    ASSERT_TRUE(writer->Write(msg));
-    writer->WritesDone();
-    ASSERT_TRUE(writer->Finish().ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(ImportCommittee("CITY", "", "市委", &resp));
   ASSERT_EQ(resp.created(), 1);
   std::vector<v1::Org> all;
   ASSERT_TRUE(List(0, &all).ok());
