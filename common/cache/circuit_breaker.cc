@@ -108,8 +108,9 @@ CircuitBreaker::State CircuitBreaker::state() const {
 }
 
 absl::Time CircuitBreaker::open_until() const {
+  const absl::Time now = clock_.Now();
   absl::MutexLock lock(&mu_);
-  return state_ == State::kOpen ? open_until_ : absl::InfinitePast();
+  return state_ == State::kOpen && now < open_until_ ? open_until_ : absl::InfinitePast();
 }
 
 int64_t CircuitBreaker::trips() const {

@@ -43,7 +43,8 @@ class CircuitBreaker {
   void OnFailure();
 
   State state() const;
-  // When the current open interval ends; InfinitePast() unless open.
+  // When the current open interval ends; InfinitePast() unless open (an interval that has ended
+  // counts as not open, as in state()).
   absl::Time open_until() const;
   // Times the breaker went from closed (or half-open) to open.
   int64_t trips() const;

@@ -95,6 +95,7 @@ TEST_F(CircuitBreakerTest, Breaker_ReportsNotOpenOnceIntervalEndsWithoutAnyCall)
   EXPECT_NE(breaker_.open_until(), absl::InfinitePast());
   clock_.Advance(kInterval);
   EXPECT_EQ(breaker_.state(), State::kHalfOpen);
+  EXPECT_EQ(breaker_.open_until(), absl::InfinitePast());
 }
 
 TEST_F(CircuitBreakerTest, Breaker_LetsOneProbeThroughAfterInterval) {
