@@ -96,7 +96,13 @@ CacheMetrics::CacheMetrics(prometheus::Registry& registry)
                           .Name("dj_cache_command_duration_seconds")
                           .Help("Duration of one Redis command, including failures.")
                           .Register(registry)
-                          .Add({}, LatencyBuckets())) {}
+                          .Add({}, LatencyBuckets())),
+      refused(prometheus::BuildCounter()
+                  .Name("dj_cache_entries_refused_total")
+                  .Help("Cache entries above the known feed head that the database did not back, "
+                        "deleted instead of served.")
+                  .Register(registry)
+                  .Add({})) {}
 
 namespace {
 prometheus::Family<prometheus::Counter>& LocalCacheRequests(prometheus::Registry& registry) {
@@ -117,6 +123,17 @@ LocalCacheMetrics::LocalCacheMetrics(prometheus::Registry& registry)
                   .Help("Entries held in the in-process cache tier (sampled).")
                   .Register(registry)
                   .Add({})),
+      bytes(prometheus::BuildGauge()
+                .Name("dj_cache_local_bytes")
+                .Help("Memory the in-process cache tier's entries take, as charged against its "
+                      "budget (sampled).")
+                .Register(registry)
+                .Add({})),
+      capacity_bytes(prometheus::BuildGauge()
+                         .Name("dj_cache_local_capacity_bytes")
+                         .Help("The in-process cache tier's memory budget; 0 when it is off.")
+                         .Register(registry)
+                         .Add({})),
       feed_current(prometheus::BuildGauge()
                        .Name("dj_cache_local_feed_current")
                        .Help("1 while the Redis invalidation feed is subscribed, else 0.")

@@ -52,6 +52,9 @@ struct CacheMetrics {
   prometheus::Gauge& breaker_open;         // dj_cache_breaker_open: 1 while open
   prometheus::Counter& breaker_trips;      // dj_cache_breaker_trips_total
   prometheus::Histogram& command_seconds;  // dj_cache_command_duration_seconds
+  // dj_cache_entries_refused_total: entries above the known feed head that the database did not
+  // back (planted in Redis), deleted instead of served.
+  prometheus::Counter& refused;
 };
 
 // The in-process cache tier (common/cache/near_cache.h) and its invalidation feed.
@@ -63,7 +66,10 @@ struct LocalCacheMetrics {
   prometheus::Counter& hits;
   prometheus::Counter& misses;
   prometheus::Counter& not_current;
-  prometheus::Gauge& entries;       // dj_cache_local_entries (sampled)
+  prometheus::Gauge& entries;  // dj_cache_local_entries (sampled)
+  prometheus::Gauge& bytes;    // dj_cache_local_bytes: their cost in memory (sampled)
+  prometheus::Gauge&
+      capacity_bytes;               // dj_cache_local_capacity_bytes: the budget (--local_cache_mb)
   prometheus::Gauge& feed_current;  // dj_cache_local_feed_current: 1 while subscribed
   // dj_cache_local_feed_resets_total: the local tier was emptied (feed lost, Redis flushed).
   prometheus::Counter& feed_resets;

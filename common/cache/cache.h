@@ -3,7 +3,9 @@
 // Entries carry the version of the row they were read from. SetIfNewer() stores an entry only
 // if Redis holds none or an older version (one Lua script, atomic in Redis), so a reader that
 // loaded an old row before a write committed can never overwrite the writer's newer entry.
-// Counters (e.g. a service's change-feed revision) only ever rise (RaiseCounter).
+// Counters (e.g. a service's change-feed revision) only ever rise (RaiseCounter). Every entry
+// expires (a counter some time after it last rose); an entry found without a TTL was not written
+// by us and is overwritten by the next write.
 //
 // A Redis failure never fails a request: it is counted, logged, and reads fall through to
 // PostgreSQL. A write-side operation (SetIfNewer after a commit, Invalidate, RaiseCounter) that

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <utility>
 
 #include "absl/hash/hash.h"
 
@@ -12,10 +13,29 @@ namespace {
 size_t ShardCount(const LocalCacheOptions& o) {
   return std::max<size_t>(1, std::min(o.shards, std::max<size_t>(1, o.max_entries)));
 }
+
+// glibc's malloc: each block carries an 8-byte header and is rounded up to 16 bytes, at least 32.
+size_t HeapBlock(size_t n) { return std::max<size_t>(32, (n + 8 + 15) & ~size_t{15}); }
+
+// A std::string's heap block: none while it fits the small-string buffer (15 chars in libstdc++).
+size_t StringHeap(size_t capacity) { return capacity > 15 ? HeapBlock(capacity + 1) : 0; }
 }  // namespace
 
+size_t LocalCache::EntryBytes(absl::string_view key, const CachedValue& value) {
+  using Slot = std::pair<const std::string, Entry>;
+  // flat_hash_map: a slot and a control byte per bucket, at a load factor between 7/16 (just
+  // after growing) and 7/8; charged at the midpoint, 21/32.
+  const size_t slot = (sizeof(Slot) + 1) * 32 / 21;
+  // std::list node: two links and the key's copy.
+  const size_t node = HeapBlock(2 * sizeof(void*) + sizeof(std::string));
+  return slot + node + 2 * StringHeap(key.size()) + StringHeap(value.data.size());
+}
+
 LocalCache::LocalCache(LocalCacheOptions options, Clock& clock)
-    : options_(options), per_shard_(options.max_entries / ShardCount(options)), clock_(clock) {
+    : options_(options),
+      per_shard_entries_(options.max_bytes == 0 ? 0 : options.max_entries / ShardCount(options)),
+      per_shard_bytes_(options.max_bytes / ShardCount(options)),
+      clock_(clock) {
   const size_t n = ShardCount(options_);
   shards_.reserve(n);
   for (size_t i = 0; i < n; ++i) {
@@ -38,12 +58,15 @@ LocalCache::Shard& LocalCache::ShardOf(absl::string_view key) {
 void LocalCache::EraseLocked(Shard& shard, absl::string_view key) {
   auto it = shard.entries.find(key);
   if (it == shard.entries.end()) return;
+  shard.bytes -= it->second.bytes;
+  bytes_.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+  entries_.fetch_sub(1, std::memory_order_relaxed);
   shard.lru.erase(it->second.lru);
   shard.entries.erase(it);
 }
 
 std::optional<CachedValue> LocalCache::Get(absl::string_view key) {
-  if (per_shard_ == 0) return std::nullopt;
+  if (per_shard_entries_ == 0) return std::nullopt;
   Shard& shard = ShardOf(key);
   const absl::Time now = clock_.Now();
   absl::MutexLock lock(&shard.mu);
@@ -59,7 +82,9 @@ std::optional<CachedValue> LocalCache::Get(absl::string_view key) {
 
 bool LocalCache::PutIfUnchanged(absl::string_view key, const CachedValue& value,
                                 uint64_t generation) {
-  if (per_shard_ == 0) return false;
+  if (per_shard_entries_ == 0) return false;
+  const size_t bytes = EntryBytes(key, value);
+  if (bytes > per_shard_bytes_) return false;  // would not fit even alone
   Shard& shard = ShardOf(key);
   const absl::Time now = clock_.Now();
   absl::MutexLock lock(&shard.mu);
@@ -70,17 +95,19 @@ bool LocalCache::PutIfUnchanged(absl::string_view key, const CachedValue& value,
   auto it = shard.entries.find(key);
   if (it != shard.entries.end()) {
     if (it->second.value.version > value.version) return false;
-    it->second.value = value;
-    it->second.expires = expires;
-    shard.lru.splice(shard.lru.begin(), shard.lru, it->second.lru);
-    return true;
+    // Replaced in place: drop the old one's charge, then make room as for a new entry.
+    EraseLocked(shard, key);
   }
-  while (shard.entries.size() >= per_shard_ && !shard.lru.empty()) {
+  while ((shard.entries.size() >= per_shard_entries_ || shard.bytes + bytes > per_shard_bytes_) &&
+         !shard.lru.empty()) {
     const std::string oldest = shard.lru.back();
     EraseLocked(shard, oldest);
   }
   shard.lru.emplace_front(key);
-  shard.entries.emplace(key, Entry{value, expires, shard.lru.begin()});
+  shard.entries.emplace(key, Entry{value, expires, shard.lru.begin(), bytes});
+  shard.bytes += bytes;
+  bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  entries_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -95,18 +122,12 @@ void LocalCache::Clear() {
   generation_.fetch_add(1);
   for (const std::unique_ptr<Shard>& shard : shards_) {
     absl::MutexLock lock(&shard->mu);
+    bytes_.fetch_sub(shard->bytes, std::memory_order_relaxed);
+    entries_.fetch_sub(shard->entries.size(), std::memory_order_relaxed);
+    shard->bytes = 0;
     shard->entries.clear();
     shard->lru.clear();
   }
-}
-
-size_t LocalCache::size() const {
-  size_t n = 0;
-  for (const std::unique_ptr<Shard>& shard : shards_) {
-    absl::MutexLock lock(&shard->mu);
-    n += shard->entries.size();
-  }
-  return n;
 }
 
 }  // namespace dangjian::cache

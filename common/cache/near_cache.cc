@@ -4,7 +4,9 @@ namespace dangjian::cache {
 
 NearCache::NearCache(Cache& far, LocalCache& local, const InvalidationFeed& feed,
                      metrics::LocalCacheMetrics* metrics)
-    : far_(far), local_(local), feed_(feed), metrics_(metrics) {}
+    : far_(far), local_(local), feed_(feed), metrics_(metrics) {
+  if (metrics_ != nullptr) metrics_->capacity_bytes.Set(static_cast<double>(local_.capacity()));
+}
 
 std::optional<CachedValue> NearCache::Lookup(absl::string_view key, bool count_misses) {
   if (local_.capacity() == 0 || !feed_.Covers(key)) return std::nullopt;
@@ -30,9 +32,13 @@ void NearCache::Keep(absl::string_view key, const std::optional<CachedValue>& va
   if (!value) return;
   // A value read while the feed was not current is not kept: becoming current clears the local
   // tier and so moves the generation, which PutIfUnchanged() checks.
-  if (local_.PutIfUnchanged(key, *value, generation) && metrics_ != nullptr) {
-    metrics_->entries.Set(static_cast<double>(local_.size()));
-  }
+  if (local_.PutIfUnchanged(key, *value, generation)) SampleSize();
+}
+
+void NearCache::SampleSize() {
+  if (metrics_ == nullptr) return;
+  metrics_->entries.Set(static_cast<double>(local_.size()));
+  metrics_->bytes.Set(static_cast<double>(local_.bytes()));
 }
 
 std::optional<CachedValue> NearCache::Get(absl::string_view key) {
@@ -79,12 +85,14 @@ void NearCache::SetAfterWrite(absl::string_view key, const CachedValue& value, a
   local_.Invalidate(key);
   far_.SetAfterWrite(key, value, ttl);
   local_.Invalidate(key);
+  SampleSize();
 }
 
 void NearCache::Invalidate(const std::vector<std::string>& keys) {
   for (const std::string& key : keys) local_.Invalidate(key);
   far_.Invalidate(keys);
   for (const std::string& key : keys) local_.Invalidate(key);
+  SampleSize();
 }
 
 std::optional<int64_t> NearCache::GetCounter(absl::string_view key) { return far_.GetCounter(key); }

@@ -66,6 +66,8 @@ class NearCache final : public Cache {
   std::optional<CachedValue> Lookup(absl::string_view key, bool count_misses);
   // Keeps what Redis returned for `key`, if no invalidation happened since `generation`.
   void Keep(absl::string_view key, const std::optional<CachedValue>& value, uint64_t generation);
+  // Sets the size gauges (entries, bytes) from the local tier.
+  void SampleSize();
 
   Cache& far_;
   LocalCache& local_;

@@ -10,6 +10,9 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <fstream>
+#include <iterator>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -40,12 +43,13 @@ constexpr char kScanCount[] = "1000";
 // data. Fixed width lets the script compare versions exactly; Lua numbers are doubles.
 constexpr size_t kVersionDigits = 16;
 
-// Sets KEYS[1] to ARGV[1] unless it holds an entry with the same or a higher version; ARGV[2] is
-// the TTL in ms ("0": none). Returns 1 if it set the key. The version is compared in two 32-bit
-// halves, each exact as a double. A value that is not an entry is overwritten.
+// Sets KEYS[1] to ARGV[1] with a TTL of ARGV[2] ms unless it holds an entry with the same or a
+// higher version. Returns 1 if it set the key. The version is compared in two 32-bit halves,
+// each exact as a double. A value that is not an entry, or has no TTL (we never write one: it
+// was planted by someone else), is overwritten.
 constexpr char kSetIfNewerScript[] = R"lua(
 local cur = redis.call('GET', KEYS[1])
-if cur and string.sub(cur, 17, 17) == ':' then
+if cur and string.sub(cur, 17, 17) == ':' and redis.call('PTTL', KEYS[1]) >= 0 then
   local chi = tonumber(string.sub(cur, 1, 8), 16)
   local clo = tonumber(string.sub(cur, 9, 16), 16)
   local nhi = tonumber(string.sub(ARGV[1], 1, 8), 16)
@@ -54,11 +58,7 @@ if cur and string.sub(cur, 17, 17) == ':' then
     return 0
   end
 end
-if ARGV[2] ~= '0' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 )lua";
 
@@ -84,10 +84,13 @@ std::optional<CachedValue> DecodeEntry(absl::string_view raw) {
   return value;
 }
 
-// "PX" milliseconds for a TTL; "0" (no expiry) only for an infinite one.
+// Every entry we write expires: at most this long, whatever a caller asks.
+constexpr absl::Duration kMaxTtl = absl::Hours(24);
+
+// "PX" milliseconds for a TTL, within [1 ms, kMaxTtl].
 std::string TtlMillis(absl::Duration ttl) {
-  if (ttl == absl::InfiniteDuration()) return "0";
-  return absl::StrCat(std::max<int64_t>(1, absl::ToInt64Milliseconds(ttl)));
+  return absl::StrCat(std::clamp<int64_t>(absl::ToInt64Milliseconds(std::min(ttl, kMaxTtl)), 1,
+                                          absl::ToInt64Milliseconds(kMaxTtl)));
 }
 
 std::string Sha1Hex(absl::string_view text) {
@@ -155,6 +158,49 @@ enum class Outcome {
 
 }  // namespace
 
+absl::StatusOr<std::string> ReadRedisPasswordFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read --redis_password_file ", path));
+  }
+  std::string password((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read --redis_password_file ", path));
+  }
+  if (absl::EndsWith(password, "\r\n")) {
+    password.resize(password.size() - 2);
+  } else if (absl::EndsWith(password, "\n")) {
+    password.pop_back();
+  }
+  if (password.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--redis_password_file ", path, " is empty"));
+  }
+  return password;
+}
+
+std::string AuthenticateRedis(redisContext* ctx, const RedisOptions& options) {
+  if (!options.password.empty()) {
+    const char* argv[] = {"AUTH", options.password.data()};
+    const size_t lens[] = {4, options.password.size()};
+    Reply auth(static_cast<redisReply*>(redisCommandArgv(ctx, 2, argv, lens)));
+    if (auth == nullptr) return ctx->errstr;
+    // Redis' own words (WRONGPASS ..., or ERR ... no password is set) never echo the password.
+    if (IsError(auth)) return absl::StrCat("authentication failed: ", ReplyText(*auth));
+  }
+  // A Redis with a password answers NOAUTH to everything until AUTH succeeds: say so once here
+  // rather than as a failure of each later command.
+  Reply ping(static_cast<redisReply*>(redisCommand(ctx, "PING")));
+  if (ping == nullptr) return ctx->errstr;
+  if (IsError(ping)) {
+    const absl::string_view text = ReplyText(*ping);
+    if (absl::StartsWith(text, "NOAUTH")) {
+      return absl::StrCat("authentication required: Redis wants a password (", text, ")");
+    }
+    return std::string(text);
+  }
+  return std::string();
+}
+
 // A write-side operation that failed or was skipped, kept in order until it can be replayed.
 struct RedisCache::Pending {
   enum class Kind { kSetIfNewer, kDelete };
@@ -166,7 +212,7 @@ struct RedisCache::Pending {
 
 class RedisCache::Impl {
  public:
-  Impl(RedisOptions options, metrics::CacheMetrics* metrics, CircuitBreaker& breaker);
+  Impl(RedisOptions options, metrics::CacheMetrics* metrics, CircuitBreaker& breaker, Clock& clock);
   ~Impl();
 
   std::optional<CachedValue> Get(absl::string_view key);
@@ -250,10 +296,13 @@ class RedisCache::Impl {
   void ReportFailure(absl::string_view what, absl::string_view error);
   void CountSkipped();
   void SyncBreakerMetrics();
+  // The watch thread: sets dj_cache_breaker_open back to 0 when an open interval ends.
+  void WatchBreaker();
 
   const RedisOptions options_;
   metrics::CacheMetrics* const metrics_;
   CircuitBreaker& breaker_;
+  Clock& clock_;
   const std::string script_sha_;
 
   std::vector<Conn> conns_;
@@ -273,20 +322,37 @@ class RedisCache::Impl {
 
   absl::Mutex metrics_mu_;
   int64_t reported_trips_ ABSL_GUARDED_BY(metrics_mu_) = 0;
+
+  absl::Mutex watch_mu_;
+  absl::CondVar watch_cv_;  // signalled when the breaker may have opened, and on destruction
+  bool watch_stopping_ ABSL_GUARDED_BY(watch_mu_) = false;
+  std::thread watch_thread_;
 };
 
 RedisCache::Impl::Impl(RedisOptions options, metrics::CacheMetrics* metrics,
-                       CircuitBreaker& breaker)
+                       CircuitBreaker& breaker, Clock& clock)
     : options_(std::move(options)),
       metrics_(metrics),
       breaker_(breaker),
+      clock_(clock),
       script_sha_(Sha1Hex(kSetIfNewerScript)),
       conns_(static_cast<size_t>(std::max(1, options_.pool_size))) {
-  absl::MutexLock lock(&pool_mu_);
-  for (size_t i = 0; i < conns_.size(); ++i) free_.push_back(i);
+  {
+    absl::MutexLock lock(&pool_mu_);
+    for (size_t i = 0; i < conns_.size(); ++i) free_.push_back(i);
+  }
+  if (metrics_ != nullptr) watch_thread_ = std::thread([this] { WatchBreaker(); });
 }
 
 RedisCache::Impl::~Impl() {
+  if (watch_thread_.joinable()) {
+    {
+      absl::MutexLock lock(&watch_mu_);
+      watch_stopping_ = true;
+      watch_cv_.Signal();
+    }
+    watch_thread_.join();
+  }
   for (Conn& conn : conns_) {
     if (conn.ctx != nullptr) redisFree(conn.ctx);
   }
@@ -352,6 +418,11 @@ bool RedisCache::Impl::Connect(Conn& conn) {
   if (redisSetTimeout(ctx, absl::ToTimeval(options_.command_timeout)) != REDIS_OK) {
     ReportFailure("connect", ctx->errstr);
     redisFree(ctx);
+    return false;
+  }
+  if (std::string why = AuthenticateRedis(ctx, options_); !why.empty()) {
+    redisFree(ctx);
+    ReportFailure("connect", why);
     return false;
   }
   conn.ctx = ctx;
@@ -669,6 +740,11 @@ void RedisCache::Impl::ReportFailure(absl::string_view what, absl::string_view e
   if (metrics_ != nullptr) metrics_->errors.Increment();
   breaker_.OnFailure();
   SyncBreakerMetrics();
+  if (metrics_ != nullptr) {
+    // Under the watch mutex, so the watch thread cannot miss it between its check and its wait.
+    absl::MutexLock lock(&watch_mu_);
+    watch_cv_.Signal();
+  }
   log::Warn("redis cache call failed; reads fall through to the database",
             {{"op", std::string(what)}, {"error", std::string(error)}});
 }
@@ -685,7 +761,28 @@ void RedisCache::Impl::SyncBreakerMetrics() {
     metrics_->breaker_trips.Increment(static_cast<double>(trips - reported_trips_));
     reported_trips_ = trips;
   }
-  metrics_->breaker_open.Set(breaker_.state() == State::kClosed ? 0 : 1);
+  metrics_->breaker_open.Set(breaker_.state() == State::kOpen ? 1 : 0);
+}
+
+void RedisCache::Impl::WatchBreaker() {
+  // At most this long between looks at an open breaker, so an injected clock that jumps is
+  // noticed too.
+  constexpr absl::Duration kMaxWait = absl::Milliseconds(100);
+  for (;;) {
+    {
+      absl::MutexLock lock(&watch_mu_);
+      if (watch_stopping_) return;
+      const absl::Time until = breaker_.open_until();
+      if (until == absl::InfinitePast()) {
+        watch_cv_.Wait(&watch_mu_);
+      } else {
+        watch_cv_.WaitWithTimeout(
+            &watch_mu_, std::clamp(until - clock_.Now(), absl::Milliseconds(1), kMaxWait));
+      }
+      if (watch_stopping_) return;
+    }
+    SyncBreakerMetrics();
+  }
 }
 
 // --- Operations --------------------------------------------------------------------------------
@@ -782,7 +879,7 @@ std::optional<int64_t> RedisCache::Impl::GetCounter(absl::string_view key) {
 void RedisCache::Impl::RaiseCounter(absl::string_view key, int64_t value, bool after_write) {
   Pending op;
   op.kind = Pending::Kind::kSetIfNewer;
-  op.args = {Key(key), EncodeEntry(value, ""), "0"};
+  op.args = {Key(key), EncodeEntry(value, ""), TtlMillis(options_.counter_ttl)};
   if (after_write) {
     WriteSide(std::move(op));
     return;
@@ -793,8 +890,10 @@ void RedisCache::Impl::RaiseCounter(absl::string_view key, int64_t value, bool a
 // --- RedisCache --------------------------------------------------------------------------------
 
 RedisCache::RedisCache(RedisOptions options, metrics::CacheMetrics* metrics, Clock& clock)
-    : breaker_(clock, options.breaker_open_interval),
-      impl_(std::make_unique<Impl>(std::move(options), metrics, breaker_)) {}
+    : breaker_(clock,
+               CircuitBreakerOptions{options.breaker_open_interval, options.breaker_window,
+                                     options.breaker_min_calls, options.breaker_failure_ratio}),
+      impl_(std::make_unique<Impl>(std::move(options), metrics, breaker_, clock)) {}
 
 RedisCache::~RedisCache() = default;
 

@@ -1,6 +1,10 @@
 // Cache on Redis through hiredis: a small pool of connections with connect and command timeouts,
 // guarded by a CircuitBreaker, with cache metrics. Keys are prefixed with `key_prefix` (e.g.
-// "dj:registry:"). Thread-safe: each command leases one connection.
+// "dj:registry:"). With a password, every connection authenticates (AUTH) before its first
+// command; a refused password is a failure like any other (counted, logged as an authentication
+// failure, reads fall through to PostgreSQL). The password is never logged. dj_cache_breaker_open
+// is 1 only while the breaker is open: a thread of its own sets it back to 0 when the open interval
+// ends, even if no call comes. Thread-safe: each command leases one connection.
 #pragma once
 
 #include <deque>
@@ -8,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/cache/cache.h"
 #include "common/cache/circuit_breaker.h"
@@ -24,9 +29,28 @@ struct RedisOptions {
   int pool_size = 4;
   absl::Duration connect_timeout = absl::Milliseconds(200);
   absl::Duration command_timeout = absl::Milliseconds(100);
+  // Sent with AUTH on every connection when not empty (Redis' requirepass, or an ACL user's).
+  std::string password;
+  // The breaker (circuit_breaker.h): how long it stays open, and when it trips.
   absl::Duration breaker_open_interval = absl::Seconds(5);
+  absl::Duration breaker_window = absl::Seconds(10);
+  int breaker_min_calls = 20;
+  double breaker_failure_ratio = 0.5;
   std::string key_prefix = "dj:";
+  // Counters (RaiseCounter) expire this long after they last rose; every other entry has the TTL
+  // its writer gives (at most a day). Nothing we write lives for ever.
+  absl::Duration counter_ttl = absl::Hours(1);
 };
+
+// The password in `path` (a secret file, as Kubernetes and podman mount them): its contents less
+// one trailing newline. INVALID_ARGUMENT naming the file, never quoting it, when the file cannot
+// be read or holds no password.
+absl::StatusOr<std::string> ReadRedisPasswordFile(const std::string& path);
+
+// Authenticates a fresh hiredis connection with `options.password` (if any) and checks that
+// Redis takes commands on it (PING). Returns an empty string, or why not; an authentication
+// problem says "authentication". Never includes the password. For every connection of ours.
+std::string AuthenticateRedis(redisContext* ctx, const RedisOptions& options);
 
 class RedisCache final : public Cache {
  public:

@@ -113,7 +113,8 @@ void RedisInvalidationFeed::Run() {
   pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   while (!stopping_.load()) {
     Connection conn;
-    const std::string why = Subscribe(conn) ? Listen(conn) : conn.error();
+    std::string why;
+    if (Subscribe(conn, &why)) why = Listen(conn);
     if (stopping_.load()) break;
     Lost(why);
     if (!Sleep(ping_interval_)) break;
@@ -122,16 +123,24 @@ void RedisInvalidationFeed::Run() {
   fd_.store(-1);
 }
 
-bool RedisInvalidationFeed::Subscribe(Connection& conn) {
+bool RedisInvalidationFeed::Subscribe(Connection& conn, std::string* why) {
   conn.Reset(redisConnectWithTimeout(redis_.host.c_str(), redis_.port,
                                      absl::ToTimeval(redis_.connect_timeout)));
+  *why = conn.error();
   if (conn.ctx() == nullptr || conn.ctx()->err != 0) return false;
   if (redisSetTimeout(conn.ctx(), absl::ToTimeval(redis_.command_timeout)) != REDIS_OK) {
+    *why = conn.error();
     return false;
   }
+  *why = AuthenticateRedis(conn.ctx(), redis_);
+  if (!why->empty()) return false;
+  *why = "unexpected reply while subscribing";
   (void)redisEnableKeepAlive(conn.ctx());
   Reply id = conn.Command({"CLIENT", "ID"});
-  if (id == nullptr || id->type != REDIS_REPLY_INTEGER) return false;
+  if (id == nullptr || id->type != REDIS_REPLY_INTEGER) {
+    if (id == nullptr) *why = conn.error();
+    return false;
+  }
   // Announcements are redirected to this same connection, which then subscribes to them (the
   // RESP2 form of client-side caching; hiredis 0.14 speaks RESP2 only).
   std::vector<std::string> tracking = {
@@ -156,7 +165,10 @@ bool RedisInvalidationFeed::Subscribe(Connection& conn) {
   }
   // Whatever was kept while deaf goes before the feed vouches for anything.
   local_.Clear();
-  if (metrics_ != nullptr) metrics_->entries.Set(0);
+  if (metrics_ != nullptr) {
+    metrics_->entries.Set(0);
+    metrics_->bytes.Set(0);
+  }
   fd_.store(conn.ctx()->fd);
   current_.store(true);
   subscriptions_.fetch_add(1);
@@ -226,6 +238,10 @@ std::string RedisInvalidationFeed::Listen(Connection& conn) {
         if (metrics_ != nullptr) metrics_->feed_resets.Increment();
       }
     }
+    if (metrics_ != nullptr) {
+      metrics_->entries.Set(static_cast<double>(local_.size()));
+      metrics_->bytes.Set(static_cast<double>(local_.bytes()));
+    }
     // A partial announcement stays in hiredis' buffer: keep `applying_` set until it is whole.
     applying_.store(ctx->reader->pos < ctx->reader->len);
   }
@@ -240,6 +256,7 @@ void RedisInvalidationFeed::Lost(absl::string_view why) {
   if (metrics_ != nullptr) {
     metrics_->feed_current.Set(0);
     metrics_->entries.Set(0);
+    metrics_->bytes.Set(0);
     if (was_current) metrics_->feed_resets.Increment();
   }
   if (was_current || !lost_logged_) {

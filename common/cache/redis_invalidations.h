@@ -9,6 +9,8 @@
 // the local tier again before it reports current, so nothing read while deaf survives.
 // Current() also checks that no announcement is waiting unread in the socket (one ioctl).
 //
+// The connection authenticates like the cache's own (RedisOptions::password).
+//
 // Thread-safe. The destructor stops the thread (within milliseconds).
 #pragma once
 
@@ -49,7 +51,8 @@ class RedisInvalidationFeed final : public InvalidationFeed {
   class Connection;  // the hiredis context (keeps hiredis out of this header)
 
   void Run();
-  bool Subscribe(Connection& conn);
+  // On failure, `why` says why (e.g. Redis refused the password).
+  bool Subscribe(Connection& conn, std::string* why);
   // Reads announcements until the connection fails, a PING is overdue, or the destructor;
   // returns why it stopped.
   std::string Listen(Connection& conn);

@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -198,11 +199,21 @@ absl::Status PostgresServer::TerminateConnections(absl::string_view database) {
 
 // --- Redis ----------------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start() {
+absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start(absl::string_view password) {
   std::unique_ptr<RedisServer> server(new RedisServer);
   auto dir = MakeTempDir("dj-redis");
   if (!dir.ok()) return dir.status();
   server->dir_ = *dir;
+  server->password_ = std::string(password);
+  {
+    // Always written (empty without a password), so Launch() has one command line.
+    const std::string conf = server->dir_ + "/redis.conf";
+    std::ofstream out(conf, std::ios::trunc);
+    if (!password.empty()) out << "requirepass \"" << password << "\"\n";
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", conf));
+    std::filesystem::permissions(
+        conf, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
   absl::Status st;
   for (int attempt = 0; attempt < 5; ++attempt) {
     server->port_ = PickFreePort();
@@ -215,6 +226,7 @@ absl::StatusOr<std::unique_ptr<RedisServer>> RedisServer::Start() {
 absl::Status RedisServer::Launch() {
   const std::string port = std::to_string(port_);
   const std::string log = dir_ + "/redis.log";
+  const std::string conf = dir_ + "/redis.conf";
   pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
   if (pid == 0) {
@@ -223,9 +235,9 @@ absl::Status RedisServer::Launch() {
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
     }
-    execl("/usr/bin/redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1",
-          "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", dir_.c_str(),
-          static_cast<char*>(nullptr));
+    execl("/usr/bin/redis-server", "redis-server", conf.c_str(), "--port", port.c_str(), "--bind",
+          "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir",
+          dir_.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   pid_ = pid;

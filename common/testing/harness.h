@@ -10,11 +10,11 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace dangjian::testing {
@@ -47,10 +47,13 @@ class PostgresServer {
 
 class RedisServer {
  public:
-  static absl::StatusOr<std::unique_ptr<RedisServer>> Start();
+  // With a `password`, Redis requires it (requirepass, from a config file in the server's folder,
+  // so it is not on the command line for `ps` to show).
+  static absl::StatusOr<std::unique_ptr<RedisServer>> Start(absl::string_view password = "");
   ~RedisServer();
 
   int port() const { return port_; }
+  const std::string& password() const { return password_; }
   // SIGKILLs the server (fault tests); Restart() brings a new, empty one up on the same port.
   void Kill();
   absl::Status Restart();
@@ -63,6 +66,7 @@ class RedisServer {
   RedisServer() = default;
   absl::Status Launch();
   std::string dir_;
+  std::string password_;
   int port_ = 0;
   pid_t pid_ = -1;
 };

@@ -32,15 +32,32 @@ ABSL_FLAG(std::string, redis_address, "127.0.0.1:6379",
 ABSL_FLAG(absl::Duration, redis_timeout, absl::Milliseconds(100),
           "Redis connect and command timeout");
 ABSL_FLAG(absl::Duration, cache_ttl, absl::Minutes(10), "lifetime of cached entries (a backstop)");
-ABSL_FLAG(int, local_cache_entries, 50000,
-          "orgs each replica keeps in memory in front of Redis, dropped when Redis announces a "
-          "change (client-side caching); 0 turns the in-process tier off");
+ABSL_FLAG(absl::Duration, cache_negative_ttl, absl::Seconds(5),
+          "how long an id that does not exist is cached as absent, so refusing it costs no more "
+          "than refusing one that exists out of the caller's scope; 0 turns it off");
+ABSL_FLAG(int, local_cache_mb, 160,
+          "memory (MiB) each replica spends on orgs kept in front of Redis, dropped when Redis "
+          "announces a change (client-side caching); the default holds a province (200,000 orgs, "
+          "about 640 bytes each); 0 turns the in-process tier off");
+ABSL_FLAG(int, local_cache_entries, -1,
+          "DEPRECATED (use --local_cache_mb; goes in the next release): also caps the in-process "
+          "tier's count of orgs; 0 turns it off; -1: no cap");
 ABSL_FLAG(
     absl::Duration, local_cache_ttl, absl::Minutes(5),
     "longest an org stays in the in-process tier (a backstop behind Redis' announcements; "
     "each entry's life is shortened by up to a quarter at random, so they expire spread out)");
+ABSL_FLAG(std::string, redis_password_file, "",
+          "file holding the Redis password (AUTH on every connection; a trailing newline is "
+          "ignored); empty: no password");
 ABSL_FLAG(absl::Duration, cache_breaker_interval, absl::Seconds(5),
-          "after a Redis failure, how long to skip Redis before one probe");
+          "once the Redis circuit breaker opens, how long to skip Redis before one probe");
+ABSL_FLAG(absl::Duration, cache_breaker_window, absl::Seconds(10),
+          "the Redis calls that may open the breaker are counted over this much time");
+ABSL_FLAG(int, cache_breaker_min_calls, 20,
+          "fewer Redis calls than this in the window never open the breaker");
+ABSL_FLAG(double, cache_breaker_failure_ratio, 0.5,
+          "the share of failed Redis calls in the window (of at least --cache_breaker_min_calls) "
+          "that opens the breaker");
 ABSL_FLAG(std::string, jwt_keys_file, "",
           "file of JWT verification keys, lines kid:hs256:SECRET or kid:rs256|es256:/path.pem");
 ABSL_FLAG(std::string, jwt_issuer, "dangjian", "required iss of tokens");
@@ -111,13 +128,42 @@ absl::StatusOr<RegistryConfig> ConfigFromFlags() {
     options.connect_timeout = absl::GetFlag(FLAGS_redis_timeout);
     options.command_timeout = absl::GetFlag(FLAGS_redis_timeout);
     options.breaker_open_interval = absl::GetFlag(FLAGS_cache_breaker_interval);
+    options.breaker_window = absl::GetFlag(FLAGS_cache_breaker_window);
+    options.breaker_min_calls = absl::GetFlag(FLAGS_cache_breaker_min_calls);
+    options.breaker_failure_ratio = absl::GetFlag(FLAGS_cache_breaker_failure_ratio);
+    if (options.breaker_window <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError("--cache_breaker_window must be positive");
+    }
+    if (options.breaker_min_calls < 1) {
+      return absl::InvalidArgumentError("--cache_breaker_min_calls must be at least 1");
+    }
+    if (!(options.breaker_failure_ratio >= 0 && options.breaker_failure_ratio <= 1)) {
+      return absl::InvalidArgumentError("--cache_breaker_failure_ratio must be in [0, 1]");
+    }
+    const std::string password_file = absl::GetFlag(FLAGS_redis_password_file);
+    if (!password_file.empty()) {
+      absl::StatusOr<std::string> password = cache::ReadRedisPasswordFile(password_file);
+      if (!password.ok()) return password.status();
+      options.password = *std::move(password);
+    }
     options.key_prefix = "dj:registry:";
     config.redis = options;
   }
   config.cache_ttl = absl::GetFlag(FLAGS_cache_ttl);
+  config.cache_negative_ttl = absl::GetFlag(FLAGS_cache_negative_ttl);
+  if (config.cache_negative_ttl < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--cache_negative_ttl must be >= 0");
+  }
+  const int local_mb = absl::GetFlag(FLAGS_local_cache_mb);
+  if (local_mb < 0) return absl::InvalidArgumentError("--local_cache_mb must be >= 0");
+  config.local_cache.max_bytes = static_cast<size_t>(local_mb) << 20;
   const int local_entries = absl::GetFlag(FLAGS_local_cache_entries);
-  if (local_entries < 0) return absl::InvalidArgumentError("--local_cache_entries must be >= 0");
-  config.local_cache.max_entries = static_cast<size_t>(local_entries);
+  if (local_entries < -1) return absl::InvalidArgumentError("--local_cache_entries must be >= -1");
+  if (local_entries >= 0) {
+    log::Warn("--local_cache_entries is deprecated: size the in-process tier with --local_cache_mb",
+              {{"local_cache_entries", local_entries}});
+    config.local_cache.max_entries = static_cast<size_t>(local_entries);
+  }
   config.local_cache.ttl = absl::GetFlag(FLAGS_local_cache_ttl);
   config.gauges_interval = absl::GetFlag(FLAGS_gauges_interval);
   if (config.gauges_interval <= absl::ZeroDuration()) {

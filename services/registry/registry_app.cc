@@ -82,8 +82,8 @@ struct RegistryApp::Parts {
   std::unique_ptr<cache::Cache> near_cache;
   cache::Cache* cache = nullptr;  // what the repository reads through: one of the above
   std::unique_ptr<PgOrgRepository> pg_repo;
-  std::unique_ptr<CachedOrgRepository> cached_repo;
   std::unique_ptr<ChangeNotifier> notifier;
+  std::unique_ptr<CachedOrgRepository> cached_repo;  // asks `notifier` for the head
   std::unique_ptr<OrgGauges> gauges;
   std::unique_ptr<WorkerPool> workers;
   std::unique_ptr<auth::TokenVerifier> verifier;
@@ -135,7 +135,7 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
     parts->redis_cache =
         std::make_unique<cache::RedisCache>(*config.redis, parts->cache_metrics.get());
     parts->cache = parts->redis_cache.get();
-    if (config.local_cache.max_entries > 0) {
+    if (config.local_cache.max_bytes > 0 && config.local_cache.max_entries > 0) {
       // Orgs only: list pages are keyed by the revision, which is read from Redis anyway.
       parts->local_cache = std::make_unique<cache::LocalCache>(config.local_cache);
       parts->invalidations = std::make_unique<cache::RedisInvalidationFeed>(
@@ -153,14 +153,22 @@ absl::StatusOr<std::unique_ptr<RegistryApp>> RegistryApp::Start(RegistryConfig c
   }
   // The repository registers its prepared statements on the pool before any request runs.
   parts->pg_repo = std::make_unique<PgOrgRepository>(*parts->pool);
-  parts->cached_repo =
-      std::make_unique<CachedOrgRepository>(*parts->pg_repo, *parts->cache, config.cache_ttl);
   // The feed's series appear once it runs (not while migrations fail, when it cannot stall).
   parts->feed_metrics = std::make_unique<ChangeFeedMetrics>(*parts->registry);
   parts->notifier = std::make_unique<ChangeNotifier>(*parts->pg_repo, config.feed_poll_interval,
                                                      parts->feed_metrics.get(), RealClock::Get(),
                                                      config.watch_limits);
+  // Started (its first poll reads the head) before the cache is read: entries above the head it
+  // knows are checked against PostgreSQL.
   parts->notifier->Start();
+  CachedOrgRepositoryOptions cached;
+  cached.ttl = config.cache_ttl;
+  cached.negative_ttl = config.cache_negative_ttl;
+  ChangeNotifier* notifier = parts->notifier.get();
+  cached.known_head = [notifier] { return notifier->head(); };
+  cached.refused = &parts->cache_metrics->refused;
+  parts->cached_repo =
+      std::make_unique<CachedOrgRepository>(*parts->pg_repo, *parts->cache, std::move(cached));
   parts->gauges =
       std::make_unique<OrgGauges>(*parts->pg_repo, *parts->registry, config.gauges_interval);
   parts->gauges->Start();

@@ -12,6 +12,7 @@
 #include <prometheus/registry.h>
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,10 +34,15 @@ struct RegistryConfig {
   sql::PgPoolOptions pg;
   std::optional<cache::RedisOptions> redis;  // nullopt: no cache
   absl::Duration cache_ttl = absl::Minutes(10);
-  // The in-process tier in front of Redis (common/cache/near_cache.h): max_entries 0 turns it off.
-  // Used only with Redis, whose invalidation feed keeps it honest.
-  cache::LocalCacheOptions local_cache = {/*max_entries=*/50000, /*ttl=*/absl::Minutes(5),
-                                          /*shards=*/16, /*ttl_jitter=*/0.25};
+  // How long "no org with this id" is cached (store/cached_org_repository.h); 0: not cached.
+  absl::Duration cache_negative_ttl = absl::Seconds(5);
+  // The in-process tier in front of Redis (common/cache/near_cache.h): max_bytes (or max_entries)
+  // 0 turns it off. Used only with Redis, whose invalidation feed keeps it honest. The default
+  // budget holds a province (200,000 orgs at about 640 bytes each as charged) with room to spare.
+  cache::LocalCacheOptions local_cache = {/*max_bytes=*/size_t{160} << 20,
+                                          /*max_entries=*/std::numeric_limits<size_t>::max(),
+                                          /*ttl=*/absl::Minutes(5), /*shards=*/16,
+                                          /*ttl_jitter=*/0.25};
   auth::VerifierOptions auth;
   // Accept calls without a token, as a city-wide admin. For the local run command only.
   bool insecure_disable_auth = false;

@@ -12,35 +12,73 @@ namespace {
 using State = CircuitBreaker::State;
 
 constexpr absl::Duration kInterval = absl::Seconds(5);
+constexpr absl::Duration kWindow = absl::Seconds(10);
+constexpr int kMinCalls = 20;
+constexpr double kRatio = 0.5;
 
 class CircuitBreakerTest : public ::testing::Test {
  protected:
-  // Opens the breaker with one failed call.
+  // `n` calls that each report `failed`.
+  void Calls(int n, bool failed) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(breaker_.Allow());
+      failed ? breaker_.OnFailure() : breaker_.OnSuccess();
+    }
+  }
+  // Opens the breaker: min_calls failed calls.
   void Trip() {
-    ASSERT_TRUE(breaker_.Allow());
-    breaker_.OnFailure();
+    Calls(kMinCalls, /*failed=*/true);
     ASSERT_EQ(breaker_.state(), State::kOpen);
   }
 
   FakeClock clock_;
-  CircuitBreaker breaker_{clock_, kInterval};
+  CircuitBreaker breaker_{clock_, {kInterval, kWindow, kMinCalls, kRatio}};
 };
 
 TEST_F(CircuitBreakerTest, Breaker_StartsClosedAndAllowsEveryCall) {
   EXPECT_EQ(breaker_.state(), State::kClosed);
-  for (int i = 0; i < 10; ++i) {
-    EXPECT_TRUE(breaker_.Allow());
-    breaker_.OnSuccess();
-  }
+  Calls(100, /*failed=*/false);
   EXPECT_EQ(breaker_.state(), State::kClosed);
   EXPECT_EQ(breaker_.trips(), 0);
 }
 
-TEST_F(CircuitBreakerTest, Breaker_OpensAfterFailure) {
-  ASSERT_TRUE(breaker_.Allow());
-  breaker_.OnFailure();
+TEST_F(CircuitBreakerTest, Breaker_OneTimeoutUnderLoadDoesNotOpenIt) {
+  Calls(100, /*failed=*/false);
+  Calls(1, /*failed=*/true);
+  EXPECT_EQ(breaker_.state(), State::kClosed);
+  EXPECT_EQ(breaker_.trips(), 0);
+}
+
+TEST_F(CircuitBreakerTest, Breaker_OneTimeoutOnAnIdleReplicaDoesNotOpenIt) {
+  // Fewer calls than min_calls, all failed: not enough evidence.
+  Calls(kMinCalls - 1, /*failed=*/true);
+  EXPECT_EQ(breaker_.state(), State::kClosed);
+  Calls(1, /*failed=*/true);  // the min_calls-th
   EXPECT_EQ(breaker_.state(), State::kOpen);
   EXPECT_EQ(breaker_.trips(), 1);
+}
+
+TEST_F(CircuitBreakerTest, Breaker_OpensAtTheFailureRatioNotBelow) {
+  // 11 successes and 9 failures: 45% of 20 calls, just under the ratio.
+  Calls(11, /*failed=*/false);
+  Calls(9, /*failed=*/true);
+  EXPECT_EQ(breaker_.state(), State::kClosed);
+  // One more failure: 10 of 21, still under half.
+  Calls(1, /*failed=*/true);
+  EXPECT_EQ(breaker_.state(), State::kClosed);
+  // 11 of 22: exactly half, which trips it.
+  Calls(1, /*failed=*/true);
+  EXPECT_EQ(breaker_.state(), State::kOpen);
+}
+
+TEST_F(CircuitBreakerTest, Breaker_FailuresOutsideTheWindowAreForgotten) {
+  Calls(kMinCalls - 1, /*failed=*/true);
+  clock_.Advance(kWindow + kWindow / 10);  // every bucket of those failures is past
+  Calls(kMinCalls - 1, /*failed=*/true);
+  EXPECT_EQ(breaker_.state(), State::kClosed);
+  // Inside the window they add up.
+  Calls(1, /*failed=*/true);
+  EXPECT_EQ(breaker_.state(), State::kOpen);
 }
 
 TEST_F(CircuitBreakerTest, Breaker_SkipsCallsWhileOpen) {
@@ -51,25 +89,36 @@ TEST_F(CircuitBreakerTest, Breaker_SkipsCallsWhileOpen) {
   EXPECT_EQ(breaker_.state(), State::kOpen);
 }
 
+TEST_F(CircuitBreakerTest, Breaker_ReportsNotOpenOnceIntervalEndsWithoutAnyCall) {
+  // An idle replica: nothing calls Allow() after the interval, yet the state is not "open".
+  Trip();
+  EXPECT_NE(breaker_.open_until(), absl::InfinitePast());
+  clock_.Advance(kInterval);
+  EXPECT_EQ(breaker_.state(), State::kHalfOpen);
+  EXPECT_EQ(breaker_.open_until(), absl::InfinitePast());
+}
+
 TEST_F(CircuitBreakerTest, Breaker_LetsOneProbeThroughAfterInterval) {
   Trip();
   clock_.Advance(kInterval);  // just at the end of the interval
   EXPECT_TRUE(breaker_.Allow());
   EXPECT_EQ(breaker_.state(), State::kHalfOpen);
+  EXPECT_EQ(breaker_.open_until(), absl::InfinitePast());
   // While the probe is in flight, everyone else is still skipped, however long it takes.
   for (int i = 0; i < 10; ++i) EXPECT_FALSE(breaker_.Allow());
   clock_.Advance(kInterval * 3);
   EXPECT_FALSE(breaker_.Allow());
 }
 
-TEST_F(CircuitBreakerTest, Breaker_ProbeSuccessCloses) {
+TEST_F(CircuitBreakerTest, Breaker_ProbeSuccessClosesWithAnEmptyWindow) {
   Trip();
   clock_.Advance(kInterval);
   ASSERT_TRUE(breaker_.Allow());
   breaker_.OnSuccess();
   EXPECT_EQ(breaker_.state(), State::kClosed);
-  EXPECT_TRUE(breaker_.Allow());
-  EXPECT_TRUE(breaker_.Allow());
+  // The failures that tripped it do not count again.
+  Calls(kMinCalls - 1, /*failed=*/true);
+  EXPECT_EQ(breaker_.state(), State::kClosed);
   EXPECT_EQ(breaker_.trips(), 1);
 }
 
@@ -90,12 +139,11 @@ TEST_F(CircuitBreakerTest, Breaker_ProbeFailureReopensForAnotherInterval) {
 }
 
 TEST_F(CircuitBreakerTest, Breaker_LateReportsWhileOpenDoNotChangeIt) {
-  // Two calls let through while closed; the first fails and opens the breaker.
-  ASSERT_TRUE(breaker_.Allow());
-  ASSERT_TRUE(breaker_.Allow());
-  breaker_.OnFailure();
+  // Calls let through while closed; the last of min_calls failures opens the breaker.
+  ASSERT_TRUE(breaker_.Allow());  // a call still in flight when it opens
+  Trip();
   clock_.Advance(absl::Seconds(1));
-  // The second one's late answer neither closes the breaker nor restarts its interval.
+  // The late answer neither closes the breaker nor restarts its interval.
   breaker_.OnSuccess();
   EXPECT_EQ(breaker_.state(), State::kOpen);
   breaker_.OnFailure();
@@ -105,17 +153,30 @@ TEST_F(CircuitBreakerTest, Breaker_LateReportsWhileOpenDoNotChangeIt) {
 }
 
 TEST_F(CircuitBreakerTest, Breaker_EachOpenIntervalCostsOneProbe) {
-  // A Redis that stays dead: of 1000 calls spread over 10 intervals, one per interval reaches it.
+  // A Redis that stays dead: min_calls failures open it, then one probe per interval reaches it.
+  Trip();
   int allowed = 0;
   for (int i = 0; i < 1000; ++i) {
+    clock_.Advance(kInterval / 100);
     if (breaker_.Allow()) {
       ++allowed;
       breaker_.OnFailure();
     }
-    clock_.Advance(kInterval / 100);
   }
   EXPECT_EQ(allowed, 10);
-  EXPECT_EQ(breaker_.trips(), 10);
+  EXPECT_EQ(breaker_.trips(), 11);
+}
+
+TEST(CircuitBreakerOptionsTest, Breaker_MinCallsOneAndRatioZeroTripOnAnyFailure) {
+  FakeClock clock;
+  CircuitBreaker breaker(clock, {kInterval, kWindow, /*min_calls=*/1, /*failure_ratio=*/0});
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(breaker.Allow());
+    breaker.OnSuccess();
+  }
+  ASSERT_TRUE(breaker.Allow());
+  breaker.OnFailure();
+  EXPECT_EQ(breaker.state(), State::kOpen);
 }
 
 }  // namespace

@@ -3,13 +3,17 @@
 #include "common/cache/local_cache.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
+#include <limits>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -35,7 +39,9 @@ bool Put(LocalCache& cache, absl::string_view key, const CachedValue& value) {
 class LocalCacheTest : public ::testing::Test {
  protected:
   FakeClock clock_;
-  LocalCache cache_{LocalCacheOptions{/*max_entries=*/100, kTtl, /*shards=*/4}, clock_};
+  LocalCache cache_{
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/100, kTtl, /*shards=*/4},
+      clock_};
 };
 
 TEST_F(LocalCacheTest, Get_ReturnsValueAfterPut) {
@@ -172,7 +178,8 @@ TEST_F(LocalCacheTest, Ttl_RefillRestartsLife) {
 // With jitter 0.25, every entry lives between 0.75 and 1.0 of the TTL, and not all alike.
 TEST(LocalCacheJitterTest, Ttl_JitterSpreadsExpiryWithinItsBounds) {
   FakeClock clock;
-  LocalCacheOptions options{/*max_entries=*/1000, kTtl, /*shards=*/4};
+  LocalCacheOptions options{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/1000, kTtl,
+                            /*shards=*/4};
   options.ttl_jitter = 0.25;
   LocalCache cache(options, clock);
   constexpr int kEntries = 400;
@@ -194,7 +201,9 @@ TEST(LocalCacheJitterTest, Ttl_JitterSpreadsExpiryWithinItsBounds) {
 
 TEST(LocalCacheLruTest, Lru_EvictsLeastRecentlyPutWhenNothingRead) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/2, kTtl, /*shards=*/1}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/2, kTtl, /*shards=*/1},
+      clock);
   ASSERT_TRUE(Put(cache, "a", Value(1, "a")));
   ASSERT_TRUE(Put(cache, "b", Value(1, "b")));
   ASSERT_TRUE(Put(cache, "c", Value(1, "c")));
@@ -206,7 +215,9 @@ TEST(LocalCacheLruTest, Lru_EvictsLeastRecentlyPutWhenNothingRead) {
 
 TEST(LocalCacheLruTest, Lru_GetRefreshesRecencySoLeastRecentlyReadGoesFirst) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/2, kTtl, /*shards=*/1}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/2, kTtl, /*shards=*/1},
+      clock);
   ASSERT_TRUE(Put(cache, "a", Value(1, "a")));
   ASSERT_TRUE(Put(cache, "b", Value(1, "b")));
   ASSERT_TRUE(cache.Get("a").has_value());  // "b" is now the least recently used
@@ -219,7 +230,9 @@ TEST(LocalCacheLruTest, Lru_GetRefreshesRecencySoLeastRecentlyReadGoesFirst) {
 
 TEST(LocalCacheLruTest, Lru_ReplacingAnEntryDoesNotEvictAnother) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/2, kTtl, /*shards=*/1}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/2, kTtl, /*shards=*/1},
+      clock);
   ASSERT_TRUE(Put(cache, "a", Value(1, "a")));
   ASSERT_TRUE(Put(cache, "b", Value(1, "b")));
   ASSERT_TRUE(Put(cache, "a", Value(2, "a2")));  // refreshes "a"; "b" is now the oldest
@@ -233,7 +246,9 @@ TEST(LocalCacheLruTest, Lru_ReplacingAnEntryDoesNotEvictAnother) {
 
 TEST(LocalCacheLruTest, Lru_InvalidatedSlotIsReusedWithoutEviction) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/2, kTtl, /*shards=*/1}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/2, kTtl, /*shards=*/1},
+      clock);
   ASSERT_TRUE(Put(cache, "a", Value(1, "a")));
   ASSERT_TRUE(Put(cache, "b", Value(1, "b")));
   cache.Invalidate("a");
@@ -244,19 +259,23 @@ TEST(LocalCacheLruTest, Lru_InvalidatedSlotIsReusedWithoutEviction) {
 
 TEST(LocalCacheLruTest, Size_NeverExceedsMaxEntriesWithOneShard) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/5, kTtl, /*shards=*/1}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/5, kTtl, /*shards=*/1},
+      clock);
   for (int i = 0; i < 50; ++i) {
     ASSERT_TRUE(Put(cache, absl::StrCat("k", i), Value(1, "x")));
     EXPECT_EQ(cache.size(), std::min<size_t>(i + 1, 5));
   }
   // The five most recent survive.
   for (int i = 45; i < 50; ++i) EXPECT_TRUE(cache.Get(absl::StrCat("k", i)).has_value()) << i;
-  EXPECT_EQ(cache.capacity(), 5u);
+  EXPECT_EQ(cache.capacity(), size_t{1} << 30);  // the byte budget
 }
 
 TEST(LocalCacheLruTest, Size_WithManyShardsStaysWithinMaxEntries) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/64, kTtl, /*shards=*/16}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/64, kTtl, /*shards=*/16},
+      clock);
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE(Put(cache, absl::StrCat("k", i), Value(1, "x")));
   EXPECT_LE(cache.size(), 64u);
   EXPECT_GT(cache.size(), 0u);
@@ -264,15 +283,118 @@ TEST(LocalCacheLruTest, Size_WithManyShardsStaysWithinMaxEntries) {
 
 TEST(LocalCacheLruTest, Size_FewerEntriesThanShardsStillBounded) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/4, kTtl, /*shards=*/16}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/4, kTtl, /*shards=*/16},
+      clock);
   for (int i = 0; i < 1000; ++i) ASSERT_TRUE(Put(cache, absl::StrCat("k", i), Value(1, "x")));
   EXPECT_LE(cache.size(), 4u);
   EXPECT_GT(cache.size(), 0u);
 }
 
+// --- The memory budget -------------------------------------------------------------------------
+
+// An org-sized entry: a short key, ~0.4 KB of data.
+CachedValue OrgSized(int64_t version) { return Value(version, std::string(400, 'o')); }
+
+TEST(LocalCacheBytesTest, Bytes_ChargesEachEntryAndReleasesOnEveryRemoval) {
+  FakeClock clock;
+  LocalCache cache(LocalCacheOptions{/*max_bytes=*/size_t{1} << 20}, clock);
+  const size_t one = LocalCache::EntryBytes("org:1", OrgSized(1));
+  EXPECT_GT(one, 400u);
+  ASSERT_TRUE(Put(cache, "org:1", OrgSized(1)));
+  ASSERT_TRUE(Put(cache, "org:2", OrgSized(1)));
+  EXPECT_EQ(cache.bytes(), 2 * one);
+  EXPECT_EQ(cache.size(), 2u);
+  ASSERT_TRUE(Put(cache, "org:1", Value(2, "short")));  // replaced: charged anew
+  EXPECT_EQ(cache.bytes(), one + LocalCache::EntryBytes("org:1", Value(2, "short")));
+  cache.Invalidate("org:1");
+  EXPECT_EQ(cache.bytes(), one);
+  clock.Advance(LocalCacheOptions().ttl);
+  EXPECT_EQ(cache.Get("org:2"), std::nullopt);  // expired
+  EXPECT_EQ(cache.bytes(), 0u);
+  ASSERT_TRUE(Put(cache, "org:3", OrgSized(1)));
+  cache.Clear();
+  EXPECT_EQ(cache.bytes(), 0u);
+  EXPECT_EQ(cache.size(), 0u);
+}
+
+TEST(LocalCacheBytesTest, Lru_EvictsByBytesLeastRecentlyUsedFirst) {
+  FakeClock clock;
+  const size_t one = LocalCache::EntryBytes("org:1", OrgSized(1));
+  // Room for three org-sized entries (one shard), not four.
+  LocalCache cache(LocalCacheOptions{/*max_bytes=*/3 * one + one / 2,
+                                     /*max_entries=*/std::numeric_limits<size_t>::max(), kTtl,
+                                     /*shards=*/1},
+                   clock);
+  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(Put(cache, absl::StrCat("org:", i), OrgSized(1)));
+  ASSERT_TRUE(cache.Get("org:1").has_value());  // org:2 is now the least recently used
+  ASSERT_TRUE(Put(cache, "org:4", OrgSized(1)));
+  EXPECT_EQ(cache.size(), 3u);
+  EXPECT_LE(cache.bytes(), 3 * one + one / 2);
+  EXPECT_EQ(cache.Get("org:2"), std::nullopt);
+  EXPECT_TRUE(cache.Get("org:1").has_value());
+  EXPECT_TRUE(cache.Get("org:3").has_value());
+  EXPECT_TRUE(cache.Get("org:4").has_value());
+  // A big entry pushes out as many small ones as it needs.
+  ASSERT_TRUE(Put(cache, "org:big", Value(1, std::string(2 * 400, 'b'))));
+  EXPECT_LE(cache.bytes(), 3 * one + one / 2);
+  EXPECT_EQ(cache.size(), 2u);
+  // One that could never fit is not kept, and evicts nothing.
+  EXPECT_FALSE(Put(cache, "org:huge", Value(1, std::string(4 * one, 'h'))));
+  EXPECT_EQ(cache.size(), 2u);
+}
+
+TEST(LocalCacheBytesTest, Bytes_NeverExceedBudgetAcrossShards) {
+  FakeClock clock;
+  const size_t budget = 64 * LocalCache::EntryBytes("org:100000", OrgSized(1));
+  LocalCache cache(LocalCacheOptions{/*max_bytes=*/budget}, clock);
+  for (int i = 0; i < 1000; ++i) {
+    Put(cache, absl::StrCat("org:", 100000 + i), OrgSized(1));
+    ASSERT_LE(cache.bytes(), budget);
+  }
+  EXPECT_GT(cache.size(), 32u);  // the shards' shares are used, not wasted
+}
+
+// The charge is honest: what the allocator hands out for the entries is close to what they are
+// charged. glibc's mallinfo2() counts the bytes in use; the sanitizers' allocators do not keep it.
+TEST(LocalCacheBytesTest, EntryBytes_MatchesTheHeapTheEntriesTake) {
+  constexpr int kEntries = 20000;
+  LocalCache cache(LocalCacheOptions{/*max_bytes=*/size_t{1} << 30});
+  std::vector<std::pair<std::string, CachedValue>> items;
+  items.reserve(kEntries);
+  for (int i = 0; i < kEntries; ++i) {
+    items.emplace_back(absl::StrCat("org:", 100000 + i), OrgSized(i + 1));
+  }
+  // In use: small blocks (uordblks) and large ones, such as the maps' slot arrays (hblkhd).
+  const auto in_use = [] {
+    const struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;
+  };
+  const size_t before = in_use();
+  for (const auto& [key, value] : items) ASSERT_TRUE(Put(cache, key, value));
+  const size_t after = in_use();
+  if (after <= before) GTEST_SKIP() << "this allocator does not report bytes in use";
+  const double heap = static_cast<double>(after - before);
+  const double charged = static_cast<double>(cache.bytes());
+  EXPECT_GT(charged, 0.85 * heap) << "charged " << charged << " for " << heap << " of heap";
+  EXPECT_LT(charged, 1.15 * heap) << "charged " << charged << " for " << heap << " of heap";
+  std::printf("per entry: charged %.0f bytes, heap %.0f bytes (data %zu bytes)\n",
+              charged / kEntries, heap / kEntries, items[0].second.data.size());
+}
+
+TEST(LocalCacheZeroTest, ZeroMaxBytes_HoldsNothing) {
+  FakeClock clock;
+  LocalCache cache(LocalCacheOptions{/*max_bytes=*/0}, clock);
+  EXPECT_EQ(cache.capacity(), 0u);
+  EXPECT_FALSE(Put(cache, "org:1", Value(1, "x")));
+  EXPECT_EQ(cache.Get("org:1"), std::nullopt);
+}
+
 TEST(LocalCacheZeroTest, ZeroMaxEntries_HoldsNothing) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/0, kTtl, /*shards=*/4}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/0, kTtl, /*shards=*/4},
+      clock);
   EXPECT_EQ(cache.capacity(), 0u);
   EXPECT_FALSE(Put(cache, "org:1", Value(1, "v1")));
   EXPECT_EQ(cache.Get("org:1"), std::nullopt);
@@ -284,7 +406,9 @@ TEST(LocalCacheZeroTest, ZeroMaxEntries_HoldsNothing) {
 
 TEST(LocalCacheZeroTest, ZeroShards_TreatedAsOneShard) {
   FakeClock clock;
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/2, kTtl, /*shards=*/0}, clock);
+  LocalCache cache(
+      LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/2, kTtl, /*shards=*/0},
+      clock);
   ASSERT_TRUE(Put(cache, "a", Value(1, "a")));
   ASSERT_TRUE(Put(cache, "b", Value(1, "b")));
   ASSERT_TRUE(Put(cache, "c", Value(1, "c")));
@@ -324,7 +448,8 @@ TEST(LocalCacheConcurrencyTest, Concurrent_NoStaleValueAfterInvalidateReturns) {
   constexpr int kIterations = 20000;
 
   // Small capacity and several shards, so eviction runs concurrently as well.
-  LocalCache cache(LocalCacheOptions{/*max_entries=*/6, absl::Minutes(5), /*shards=*/3});
+  LocalCache cache(LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/6,
+                                     absl::Minutes(5), /*shards=*/3});
   VersionedStore store(kKeys);
   std::vector<std::atomic<int64_t>> floors(kKeys);
   for (auto& f : floors) f.store(0);

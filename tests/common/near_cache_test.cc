@@ -131,7 +131,9 @@ class NearCacheTest : public ::testing::Test {
 
   FakeClock clock_;
   FakeFarCache far_;
-  LocalCache local_{LocalCacheOptions{/*max_entries=*/100, absl::Minutes(1), /*shards=*/4}, clock_};
+  LocalCache local_{LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/100,
+                                      absl::Minutes(1), /*shards=*/4},
+                    clock_};
   FakeFeed feed_{"org:"};
   prometheus::Registry registry_;
   metrics::LocalCacheMetrics metrics_{registry_};
@@ -404,7 +406,9 @@ TEST_F(NearCacheTest, NotCurrent_ReadRacingBecomingCurrentIsNotKept) {
 TEST(NearCacheNoLocalTest, ZeroCapacity_AlwaysAsksFarAndCountsNothing) {
   FakeClock clock;
   FakeFarCache far;
-  LocalCache local(LocalCacheOptions{/*max_entries=*/0, absl::Minutes(1), /*shards=*/4}, clock);
+  LocalCache local(LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/0,
+                                     absl::Minutes(1), /*shards=*/4},
+                   clock);
   FakeFeed feed("org:");
   prometheus::Registry registry;
   metrics::LocalCacheMetrics metrics(registry);
@@ -421,7 +425,9 @@ TEST(NearCacheNoLocalTest, ZeroCapacity_AlwaysAsksFarAndCountsNothing) {
 TEST(NearCacheNoMetricsTest, NullMetrics_Works) {
   FakeClock clock;
   FakeFarCache far;
-  LocalCache local(LocalCacheOptions{/*max_entries=*/10, absl::Minutes(1), /*shards=*/1}, clock);
+  LocalCache local(LocalCacheOptions{/*max_bytes=*/size_t{1} << 30, /*max_entries=*/10,
+                                     absl::Minutes(1), /*shards=*/1},
+                   clock);
   FakeFeed feed("org:");
   NearCache cache(far, local, feed, /*metrics=*/nullptr);
 

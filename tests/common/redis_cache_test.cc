@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -25,6 +26,7 @@
 #include "common/clock.h"
 #include "common/metrics.h"
 #include "common/testing/harness.h"
+#include "gmock/gmock.h"
 
 namespace dangjian::cache {
 
@@ -115,6 +117,10 @@ class RedisCacheTest : public ::testing::Test {
     options.connect_timeout = absl::Milliseconds(200);
     options.command_timeout = absl::Milliseconds(100);
     options.breaker_open_interval = kInterval;
+    // The fault tests below follow the breaker one failure at a time: any failure trips it.
+    // (Tripping on a ratio over a window is circuit_breaker_test's business.)
+    options.breaker_min_calls = 1;
+    options.breaker_failure_ratio = 0;
     options.key_prefix = kPrefix;
     return options;
   }
@@ -225,10 +231,36 @@ TEST_F(RedisCacheTest, Counter_OnlyRises) {
   EXPECT_EQ(cache_->GetCounter("rev"), 5);
   cache_->RaiseCounter("rev", 9, /*after_write=*/true);
   EXPECT_EQ(cache_->GetCounter("rev"), 9);
-  // A counter never expires by itself.
+  // A counter expires some time after it last rose, like every entry.
   RawRedis raw = Raw();
   ASSERT_TRUE(raw.ok());
-  EXPECT_EQ(raw.Integer({"PTTL", "t:rev"}), -1);
+  const int64_t pttl = raw.Integer({"PTTL", "t:rev"});
+  EXPECT_GT(pttl, 0);
+  EXPECT_LE(pttl, absl::ToInt64Milliseconds(RedisOptions().counter_ttl));
+}
+
+TEST_F(RedisCacheTest, EveryWriteSetsATtlEvenWhenAskedForNone) {
+  cache_->Fill("a", Value(1, "A"), absl::InfiniteDuration());
+  cache_->SetAfterWrite("b", Value(1, "B"), absl::InfiniteDuration());
+  cache_->Fill("c", Value(1, "C"), absl::ZeroDuration());
+  RawRedis raw = Raw();
+  ASSERT_TRUE(raw.ok());
+  for (const char* key : {"t:a", "t:b"}) {
+    EXPECT_GT(raw.Integer({"PTTL", key}), 0) << key;
+    EXPECT_LE(raw.Integer({"PTTL", key}), absl::ToInt64Milliseconds(absl::Hours(24))) << key;
+  }
+  EXPECT_NE(raw.Integer({"PTTL", "t:c"}), -1);  // 1 ms: gone, or about to be
+}
+
+TEST_F(RedisCacheTest, SetIfNewer_OverwritesAPlantedEntryWithoutTtlWhateverItsVersion) {
+  RawRedis raw = Raw();
+  ASSERT_TRUE(raw.ok());
+  // Someone with access to Redis plants a far-future version with no expiry.
+  const std::string planted = "7fffffffffffffff:forged";
+  ASSERT_NE(raw.Command({"SET", "t:k", planted}), nullptr);
+  cache_->SetAfterWrite("k", Value(2, "real"), kTtl);
+  EXPECT_EQ(cache_->Get("k"), Value(2, "real"));
+  EXPECT_GT(raw.Integer({"PTTL", "t:k"}), 0);
 }
 
 TEST_F(RedisCacheTest, Invalidate_DeletesOnlyTheGivenKeys) {
@@ -478,6 +510,116 @@ TEST_F(RedisCacheTest, RedisPaused_ResumeRecoversAfterInterval) {
   server_->Resume();
   EXPECT_TRUE(testing::PollUntil([&] { return cache->Get("k") == Value(1, "one"); }, kPollTimeout));
   EXPECT_EQ(cache->breaker_state(), State::kClosed);
+}
+
+TEST_F(RedisCacheTest, RedisPaused_OneTimeoutUnderLoadDoesNotOpenBreakerWithDefaults) {
+  RedisOptions options = Options();
+  const RedisOptions defaults;
+  options.breaker_min_calls = defaults.breaker_min_calls;
+  options.breaker_failure_ratio = defaults.breaker_failure_ratio;
+  RedisCache cache(options, &metrics_, clock_);
+  cache.Fill("k", Value(1, "one"), kTtl);
+  for (int i = 0; i < 30; ++i) ASSERT_EQ(cache.Get("k"), Value(1, "one"));
+  server_->Pause();
+  EXPECT_EQ(cache.Get("k"), std::nullopt);  // one timeout
+  server_->Resume();
+  EXPECT_EQ(cache.breaker_state(), State::kClosed);
+  EXPECT_EQ(metrics_.breaker_open.Value(), 0);
+  EXPECT_EQ(metrics_.breaker_trips.Value(), 0);
+  EXPECT_EQ(cache.Get("k"), Value(1, "one"));
+}
+
+TEST_F(RedisCacheTest, BreakerGauge_FallsToZeroWhenIntervalEndsOnAnIdleCache) {
+  server_->Kill();
+  EXPECT_EQ(cache_->Get("k"), std::nullopt);
+  ASSERT_EQ(cache_->breaker_state(), State::kOpen);
+  EXPECT_EQ(metrics_.breaker_open.Value(), 1);
+  // No call comes after the interval: the breaker is no longer open, and the gauge says so.
+  clock_.Advance(kInterval);
+  EXPECT_NE(cache_->breaker_state(), State::kOpen);
+  EXPECT_TRUE(testing::PollUntil([&] { return metrics_.breaker_open.Value() == 0; }, kPollTimeout));
+  // The probe fails again: open again, gauge 1.
+  EXPECT_EQ(cache_->Get("k"), std::nullopt);
+  EXPECT_EQ(metrics_.breaker_open.Value(), 1);
+}
+
+// --- Password ------------------------------------------------------------------------------------
+
+TEST(RedisPasswordFileTest, ReadsPasswordLessOneTrailingNewline) {
+  const std::string dir = ::testing::TempDir();
+  const auto write = [&](const std::string& name, const std::string& text) {
+    const std::string path = dir + "/" + name;
+    std::ofstream(path, std::ios::trunc) << text;
+    return path;
+  };
+  EXPECT_EQ(*ReadRedisPasswordFile(write("pw1", "s3cret\n")), "s3cret");
+  EXPECT_EQ(*ReadRedisPasswordFile(write("pw2", "s3cret")), "s3cret");
+  EXPECT_EQ(*ReadRedisPasswordFile(write("pw3", "s3 cret\r\n")), "s3 cret");
+  EXPECT_EQ(*ReadRedisPasswordFile(write("pw4", "two\nlines\n\n")), "two\nlines\n");
+  for (const std::string& bad : {write("empty", ""), write("newline", "\n"), dir + "/absent"}) {
+    absl::StatusOr<std::string> password = ReadRedisPasswordFile(bad);
+    EXPECT_EQ(password.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(std::string(password.status().message()), ::testing::HasSubstr(bad));
+  }
+}
+
+constexpr char kPassword[] = "correct horse battery";
+
+class RedisPasswordTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = testing::RedisServer::Start(kPassword);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+  }
+  RedisOptions Options(std::string password) const {
+    RedisOptions options;
+    options.port = server_->port();
+    options.pool_size = 1;
+    options.password = std::move(password);
+    options.key_prefix = kPrefix;
+    return options;
+  }
+  // The reason AuthenticateRedis() gives on a fresh connection with `password`.
+  std::string AuthError(const std::string& password) {
+    redisContext* ctx = redisConnect("127.0.0.1", server_->port());
+    EXPECT_TRUE(ctx != nullptr && ctx->err == 0);
+    std::string why = AuthenticateRedis(ctx, Options(password));
+    redisFree(ctx);
+    return why;
+  }
+
+  prometheus::Registry registry_;
+  metrics::CacheMetrics metrics_{registry_};
+  std::unique_ptr<testing::RedisServer> server_;
+};
+
+TEST_F(RedisPasswordTest, RightPassword_CacheWorks) {
+  EXPECT_EQ(AuthError(kPassword), "");
+  RedisCache cache(Options(kPassword), &metrics_);
+  cache.Fill("k", Value(1, "one"), kTtl);
+  EXPECT_EQ(cache.Get("k"), Value(1, "one"));
+  EXPECT_EQ(metrics_.errors.Value(), 0);
+}
+
+TEST_F(RedisPasswordTest, WrongOrNoPassword_MissesAndSaysAuthenticationNeverThePassword) {
+  EXPECT_THAT(AuthError("wrong password"), ::testing::HasSubstr("authentication"));
+  EXPECT_THAT(AuthError(""), ::testing::HasSubstr("authentication"));
+  for (const std::string password : {"wrong password", ""}) {
+    RedisCache cache(Options(password), &metrics_);
+    ::testing::internal::CaptureStderr();
+    cache.Fill("k", Value(1, "one"), kTtl);
+    EXPECT_EQ(cache.Get("k"), std::nullopt);  // a miss, not a failure of the caller
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_THAT(log, ::testing::HasSubstr("authentication"));
+    if (!password.empty()) {
+      EXPECT_THAT(log, ::testing::Not(::testing::HasSubstr(password)));
+    }
+  }
+  EXPECT_GE(metrics_.errors.Value(), 2);
+  // Nothing was written without the password.
+  RedisCache good(Options(kPassword), &metrics_);
+  EXPECT_EQ(good.Get("k"), std::nullopt);
 }
 
 }  // namespace

@@ -113,6 +113,24 @@ TEST_F(RedisInvalidationsTest, Feed_BecomesCurrentOnceSubscribed) {
   EXPECT_FALSE(feed.Covers("list:3:abc"));
 }
 
+TEST(RedisInvalidationsPasswordTest, Feed_AuthenticatesWithThePassword) {
+  auto server = RedisServer::Start("feed secret");
+  ASSERT_TRUE(server.ok()) << server.status();
+  RedisOptions wrong;
+  wrong.port = (*server)->port();
+  wrong.key_prefix = kPrefix;
+  wrong.password = "not it";
+  RedisOptions right = wrong;
+  right.password = "feed secret";
+  LocalCache wrong_local(LocalCacheOptions{});
+  RedisInvalidationFeed wrong_feed(wrong, {"org:"}, wrong_local, nullptr, kPing);
+  LocalCache right_local(LocalCacheOptions{});
+  RedisInvalidationFeed right_feed(right, {"org:"}, right_local, nullptr, kPing);
+  EXPECT_TRUE(PollUntil([&] { return right_feed.Current(); }, kWait));
+  EXPECT_FALSE(wrong_feed.Current());
+  EXPECT_EQ(wrong_feed.subscriptions(), 0);
+}
+
 TEST_F(RedisInvalidationsTest, Feed_ChangeByAnotherClientDropsOnlyThatKey) {
   Subscribed sub(options_);
   LocalCache& local = sub.local;

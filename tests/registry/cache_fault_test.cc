@@ -2,11 +2,16 @@
 // read-after-write after updates and moves, and correct answers while Redis is killed or paused,
 // with no stale value served once it is back.
 #include <google/protobuf/util/message_differencer.h>
+#include <hiredis/hiredis.h>
 #include <prometheus/metric_family.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "tests/registry/registry_fixture.h"
 
 namespace dangjian::registry {
@@ -163,26 +168,201 @@ class CacheFaultTest : public RegistryFixture {
         absl::Seconds(10));
   }
 
-  bool paused_ = false;
-};
+  // Transactions of the named unit of work (dj_db_query_duration_seconds{query}) so far.
+  double Queries(const std::string& query) {
+    for (const prometheus::MetricFamily& family : app_->metrics().Collect()) {
+      if (family.name != "dj_db_query_duration_seconds") continue;
+      for (const prometheus::ClientMetric& m : family.metric) {
+        for (const prometheus::ClientMetric::Label& label : m.label) {
+          if (label.name == "query" && label.value == query) {
+            return static_cast<double>(m.histogram.sample_count);
+          }
+        }
+      }
+    }
+    return 0;
+  }
+  double Counter(const std::string& name) {
+    for (const prometheus::MetricFamily& family : app_->metrics().Collect()) {
+      if (family.name == name && !family.metric.empty()) return family.metric[0].counter.value;
+    }
+    ADD_FAILURE() << "no " << name;
+    return -1;
+  }
 
-TEST_F(CacheFaultTest, Cache_SecondGetOrgIsAHit) {
-  // Imported orgs are not put in the cache, so the first read must miss.
-  v1::ImportOrgsResponse resp;
-  {
+  // A plain connection to the test's Redis, as anyone who can reach it would have.
+  struct RawRedis {
+    explicit RawRedis(int port) : ctx(redisConnect("127.0.0.1", port)) {}
+    ~RawRedis() {
+      if (ctx != nullptr) redisFree(ctx);
+    }
+    // The reply as text (strings, status, errors), or its integer as text; "" for nil.
+    std::string Command(const std::vector<std::string>& args) {
+      std::vector<const char*> argv;
+      std::vector<size_t> lens;
+      for (const std::string& a : args) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      auto* reply = static_cast<redisReply*>(
+          redisCommandArgv(ctx, static_cast<int>(argv.size()), argv.data(), lens.data()));
+      if (reply == nullptr) return "(no reply)";
+      std::string out = reply->type == REDIS_REPLY_INTEGER ? absl::StrCat(reply->integer)
+                        : reply->str != nullptr            ? std::string(reply->str, reply->len)
+                                                           : "";
+      freeReplyObject(reply);
+      return out;
+    }
+    // Every key under `prefix`.
+    std::vector<std::string> Keys(const std::string& prefix) {
+      std::vector<std::string> keys;
+      auto* reply = static_cast<redisReply*>(redisCommand(ctx, "KEYS %s*", prefix.c_str()));
+      if (reply == nullptr) return keys;
+      for (size_t i = 0; i < reply->elements; ++i) {
+        keys.emplace_back(reply->element[i]->str, reply->element[i]->len);
+      }
+      freeReplyObject(reply);
+      return keys;
+    }
+    redisContext* ctx;
+  };
+  std::string KeyPrefix() const { return absl::StrCat("dj:", database_, ":"); }
+
+  // Imports one committee through ImportOrgs (a stream of one row).
+  void ImportCommittee(const std::string& code, const std::string& parent_code,
+                       const std::string& name, v1::ImportOrgsResponse* resp) {
     auto ctx = Ctx(admin_);
-    auto writer = stub_->ImportOrgs(ctx.get(), &resp);
+    auto writer = stub_->ImportOrgs(ctx.get(), resp);
     v1::ImportOrgsRequest msg;
     v1::ImportOrgRow* row = msg.add_rows();
-    row->set_code("CITY");
-    row->set_name("市委");
+    row->set_code(code);
+    row->set_parent_code(parent_code);
+    row->set_name(name);
     row->set_kind(v1::ORG_KIND_COMMITTEE);
     row->set_domain(v1::ORG_DOMAIN_COMMUNITY);
     row->set_region_code("320102");
     ASSERT_TRUE(writer->Write(msg));
     writer->WritesDone();
-    ASSERT_TRUE(writer->Finish().ok());
+    grpc::Status st = writer->Finish();
+    ASSERT_TRUE(st.ok()) << st.error_message();
   }
+
+  bool paused_ = false;
+};
+
+// Every entry the registry writes to Redis expires, whatever path wrote it: org entries (read
+// fills and writes), absent ids, list pages and the revision counter.
+TEST_F(CacheFaultTest, Ttl_EveryKeyWrittenByAWorkloadExpires) {
+  Tree t = MakeTree();
+  v1::Org got;
+  std::vector<v1::Org> listed;
+  for (const v1::Org& o : {t.city, t.d1, t.branch, t.group})
+    ASSERT_TRUE(GetFast(o.id(), &got).ok());
+  ASSERT_TRUE(List(0, &listed).ok());
+  ASSERT_TRUE(List(t.d1.id(), &listed).ok());
+  Batched(t.d2.id());
+  EXPECT_EQ(GetFast(t.group.id() + 1000, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(Rename(&t.branch, "支部二").ok());
+  ASSERT_TRUE(Move(&t.general, t.d2.id()).ok());
+  ASSERT_TRUE(List(0, &listed).ok());
+  ASSERT_TRUE(GetFast(t.branch.id(), &got).ok());
+
+  RawRedis raw(redis_->port());
+  ASSERT_NE(raw.ctx, nullptr);
+  const std::vector<std::string> keys = raw.Keys(KeyPrefix());
+  bool list_page = false, revision = false, absent = false;
+  for (const std::string& key : keys) {
+    const std::string pttl = raw.Command({"PTTL", key});
+    EXPECT_GT(std::stoll(pttl), 0) << key << " has PTTL " << pttl;
+    list_page |= absl::StrContains(key, ":list:");
+    revision |= absl::EndsWith(key, ":revision");
+    absent |= absl::EndsWith(key, absl::StrCat(":org:", t.group.id() + 1000));
+  }
+  EXPECT_TRUE(list_page && revision && absent) << absl::StrJoin(keys, " ");
+  EXPECT_GE(keys.size(), 8u);
+}
+
+// Someone who can reach Redis plants an entry with a far-future version and no TTL: it is not
+// served, it is deleted, and a later update is served as usual. The same for the revision that
+// keys list pages.
+TEST_F(CacheFaultTest, Poison_EntryAboveTheFeedHeadIsRefusedAndDeleted) {
+  Tree t = MakeTree();
+  RawRedis raw(redis_->port());
+  ASSERT_NE(raw.ctx, nullptr);
+  v1::Org forged = t.branch;
+  forged.set_name("伪造");
+  const std::string planted =
+      absl::StrFormat("%016x:", (uint64_t{1} << 63) + 1000000) + forged.SerializeAsString();
+  const std::string org_key = absl::StrCat(KeyPrefix(), "org:", t.branch.id());
+  ASSERT_EQ(raw.Command({"SET", org_key, planted}), "OK");
+  const std::string revision_key = absl::StrCat(KeyPrefix(), "revision");
+  ASSERT_EQ(
+      raw.Command({"SET", revision_key, absl::StrFormat("%016x:", (uint64_t{1} << 63) + 1000000)}),
+      "OK");
+
+  const double refused = Counter("dj_cache_entries_refused_total");
+  v1::Org got;
+  ASSERT_TRUE(GetFast(t.branch.id(), &got).ok());
+  EXPECT_EQ(got.name(), t.branch.name());
+  EXPECT_NE(raw.Command({"GET", org_key}), planted) << "the planted entry is still there";
+  EXPECT_EQ(Counter("dj_cache_entries_refused_total"), refused + 1);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(GetFast(t.branch.id(), &got).ok());
+    EXPECT_EQ(got.name(), t.branch.name());
+  }
+  EXPECT_EQ(Listed(t.d1.id(), t.branch.id()).name(), t.branch.name());
+  EXPECT_EQ(Counter("dj_cache_entries_refused_total"), refused + 2) << "the planted revision";
+
+  // Later legitimate updates are served, by id and in lists.
+  ASSERT_TRUE(Rename(&t.branch, "支部新名").ok());
+  EXPECT_TRUE(ReadUntilCacheHit(t.branch.id(), "支部新名"));
+  EXPECT_EQ(Listed(t.d1.id(), t.branch.id()).name(), "支部新名");
+  EXPECT_EQ(Batched(t.branch.id()).name(), "支部新名");
+  for (const std::string& key : {org_key, revision_key}) {
+    EXPECT_GT(std::stoll(raw.Command({"PTTL", key})), 0) << key;
+  }
+}
+
+// An id that does not exist is cached as absent for a short while, so a scoped reader's probe
+// of it is answered without PostgreSQL, like a probe of an id that exists outside its scope.
+// Creating that id afterwards replaces the absent entry at once.
+TEST_F(CacheFaultTest, Absent_SecondMissDoesNotReachPostgresAndCreationReplacesIt) {
+  Tree t = MakeTree();
+  const std::string scoped = Token({"registry.read"}, t.d2.id());
+  const int64_t absent = t.group.id() + 1000;
+  v1::Org got;
+  const grpc::Status first = Get(absent, &got, scoped);
+  EXPECT_FALSE(first.ok());
+  const double queries = Queries("registry.get_org");
+  for (int i = 0; i < 3; ++i) {
+    const grpc::Status again = Get(absent, &got, scoped);
+    EXPECT_EQ(again.error_code(), first.error_code());
+    EXPECT_EQ(again.error_message(), first.error_message());
+    EXPECT_EQ(GetFast(absent, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(GetFast(absent, &got).error_message(), absl::StrCat("org ", absent, " not found"));
+  }
+  EXPECT_EQ(Queries("registry.get_org"), queries) << "a known-absent id went to PostgreSQL";
+
+  // The next ids the sequence hands out: cache them as absent, then create them (one by
+  // CreateOrg, one by import); each is readable at once.
+  const int64_t next = t.group.id() + 1;
+  EXPECT_EQ(GetFast(next, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GetFast(next + 1, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  const v1::Org created = Create(t.d2.id(), v1::ORG_KIND_GENERAL_BRANCH, "新党总支");
+  ASSERT_EQ(created.id(), next);
+  ASSERT_TRUE(GetFast(next, &got).ok());
+  EXPECT_EQ(got.name(), "新党总支");
+  v1::ImportOrgsResponse resp;
+  ASSERT_NO_FATAL_FAILURE(ImportCommittee("IMPORTED", "CITY", "丙区委", &resp));
+  ASSERT_EQ(resp.created(), 1);
+  ASSERT_TRUE(GetFast(next + 1, &got).ok());
+  EXPECT_EQ(got.name(), "丙区委");
+}
+
+TEST_F(CacheFaultTest, Cache_SecondGetOrgIsAHit) {
+  // Imported orgs are not put in the cache, so the first read must miss.
+  v1::ImportOrgsResponse resp;
+  ASSERT_NO_FATAL_FAILURE(ImportCommittee("CITY", "", "市委", &resp));
   ASSERT_EQ(resp.created(), 1);
   std::vector<v1::Org> all;
   ASSERT_TRUE(List(0, &all).ok());
@@ -400,6 +580,26 @@ TEST_F(CacheFaultTest, LocalTier_ThirdGetOrgIsServedFromMemory) {
 }
 
 // A scoped caller never sees an org outside its subtree, even when memory holds it.
+TEST_F(CacheFaultTest, LocalTier_ReportsItsSizeInEntriesAndBytesAndItsBudget) {
+  Tree t = MakeTree();
+  v1::Org got;
+  ASSERT_TRUE(ReadUntilHeldInMemory(t.branch.id(), &got));
+  ASSERT_TRUE(ReadUntilHeldInMemory(t.group.id(), &got));
+  const auto gauge = [&](const std::string& name) {
+    for (const prometheus::MetricFamily& family : app_->metrics().Collect()) {
+      if (family.name == name && !family.metric.empty()) return family.metric[0].gauge.value;
+    }
+    ADD_FAILURE() << "no " << name;
+    return -1.0;
+  };
+  EXPECT_GE(gauge("dj_cache_local_entries"), 2);
+  // Each org-sized entry costs a few hundred bytes, as charged.
+  EXPECT_GE(gauge("dj_cache_local_bytes"), 2 * 300);
+  EXPECT_LE(gauge("dj_cache_local_bytes"), gauge("dj_cache_local_entries") * 2000);
+  EXPECT_EQ(gauge("dj_cache_local_capacity_bytes"),
+            static_cast<double>(MakeConfig().local_cache.max_bytes));
+}
+
 TEST_F(CacheFaultTest, LocalTier_OutOfScopeIsDeniedEvenWhenHeld) {
   Tree t = MakeTree();
   v1::Org got;
