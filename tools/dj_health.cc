@@ -25,8 +25,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/usage.h"
 #include "tools/client_files.h"
-#include "tools/usage.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the gRPC server to probe");
 ABSL_FLAG(std::string, service, "",
@@ -123,7 +123,7 @@ std::optional<uint64_t> DecodeStatus(absl::string_view bytes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dangjian::tools::ListOwnFlagsInHelp(__FILE__);
+  dangjian::flags::ListOwnFlagsInHelp(__FILE__);
   absl::SetProgramUsageMessage(
       "Asks a gRPC server's grpc.health.v1 service whether it is SERVING; exit 0 if so, else 1.");
   absl::ParseCommandLine(argc, argv);

@@ -29,11 +29,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
+#include "common/usage.h"
 #include "dangjian/registry/v1/registry.grpc.pb.h"
 #include "services/registry/dataset/city_tree.h"
 #include "services/registry/dataset/org_csv.h"
 #include "tools/client_files.h"
-#include "tools/usage.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "host:port of the registry");
 ABSL_FLAG(std::string, token, "", "bearer token (JWT) with the admin or registry.write role");
@@ -247,7 +247,7 @@ int Run() {
 }  // namespace dangjian::tools
 
 int main(int argc, char** argv) {
-  dangjian::tools::ListOwnFlagsInHelp(__FILE__);
+  dangjian::flags::ListOwnFlagsInHelp(__FILE__);
   absl::ParseCommandLine(argc, argv);
   return dangjian::tools::Run();
 }

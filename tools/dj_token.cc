@@ -22,7 +22,7 @@
 #include "absl/time/time.h"
 #include "common/auth.h"
 #include "common/flags.h"
-#include "tools/usage.h"
+#include "common/usage.h"
 
 ABSL_FLAG(std::string, keys_file, "",
           "Key file (lines kid:hs256:SECRET, kid:rs256:PEM-path, kid:es256:PEM-path)");
@@ -92,7 +92,7 @@ absl::StatusOr<std::string> Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dangjian::tools::ListOwnFlagsInHelp(__FILE__);
+  dangjian::flags::ListOwnFlagsInHelp(__FILE__);
   absl::SetProgramUsageMessage(
       "Mints an HS256 bearer token.\n"
       "  dj-token --keys_file=FILE --subject=WHO --roles=R1,R2 --org_scope='*'|ORG_ID [--ttl=8h]");

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -16,6 +17,7 @@
 #include "common/flags.h"
 #include "common/log.h"
 #include "common/server.h"
+#include "common/usage.h"
 #include "services/registry/registry_app.h"
 
 ABSL_FLAG(std::string, grpc_address, "127.0.0.1:50051",
@@ -220,6 +222,9 @@ int Main(int argc, char** argv) {
   // a serving process does not pay for it on every call.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   BlockShutdownSignals();
+  flags::ListOwnFlagsInHelp(__FILE__);
+  absl::SetProgramUsageMessage(
+      "the organisation tree service (gRPC). Every flag also reads DANGJIAN_<NAME>.");
   flags::ParseWithEnv(argc, argv);
   log::Level level = log::Level::kInfo;
   if (!log::ParseLevel(absl::GetFlag(FLAGS_log_level), &level)) {

@@ -1,9 +1,11 @@
-// What --help lists for the command-line tools. Header-only; call once at the top of main(),
-// before the flags are parsed. Not thread-safe (it sets Abseil's process-wide usage config).
+// What --help lists for our binaries (services and command-line tools). Header-only; call once
+// at the top of main(), before the flags are parsed. Not thread-safe (it sets Abseil's
+// process-wide usage config).
 //
 // Abseil's --help lists only flags defined in a file named after the program (dj-health.cc,
-// dj-health_main.cc, ...). Our files are snake_case (tools/dj_health.cc), so --help printed
-// "No flags matched" and only --helpfull, which adds every library's flags, showed ours.
+// dj-health_main.cc, ...). Our files are snake_case (tools/dj_health.cc) or main.cc
+// (services/registry/main.cc), so --help printed "No flags matched" and only --helpfull, which
+// adds every library's flags, showed ours.
 #pragma once
 
 #include <string>
@@ -11,7 +13,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/string_view.h"
 
-namespace dangjian::tools {
+namespace dangjian::flags {
 
 // Makes --help and --helpshort list the flags defined in the file `source_file` (pass __FILE__
 // from the file that defines the tool's flags). Files are compared by base name: Abseil hands
@@ -28,4 +30,4 @@ inline void ListOwnFlagsInHelp(absl::string_view source_file) {
   absl::SetFlagsUsageConfig(config);
 }
 
-}  // namespace dangjian::tools
+}  // namespace dangjian::flags
