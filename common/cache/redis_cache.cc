@@ -768,20 +768,21 @@ void RedisCache::Impl::WatchBreaker() {
   // At most this long between looks at an open breaker, so an injected clock that jumps is
   // noticed too.
   constexpr absl::Duration kMaxWait = absl::Milliseconds(100);
-  for (;;) {
-    {
-      absl::MutexLock lock(&watch_mu_);
-      if (watch_stopping_) return;
-      const absl::Time until = breaker_.open_until();
-      if (until == absl::InfinitePast()) {
-        watch_cv_.Wait(&watch_mu_);
-      } else {
-        watch_cv_.WaitWithTimeout(
-            &watch_mu_, std::clamp(until - clock_.Now(), absl::Milliseconds(1), kMaxWait));
-      }
-      if (watch_stopping_) return;
-    }
+  absl::MutexLock lock(&watch_mu_);
+  while (!watch_stopping_) {
+    // Read when the interval ends, then publish the state, both before waiting: an interval
+    // that ends between the two is published by the next round (the wait is bounded by `until`),
+    // and a breaker that opens after `until` was read signals us under watch_mu_, which we hold
+    // until the wait releases it. (Publishing only after a wait left the gauge at 1 when the
+    // interval ended before this thread looked at it.)
+    const absl::Time until = breaker_.open_until();
     SyncBreakerMetrics();
+    if (until == absl::InfinitePast()) {
+      watch_cv_.Wait(&watch_mu_);
+    } else {
+      watch_cv_.WaitWithTimeout(&watch_mu_,
+                                std::clamp(until - clock_.Now(), absl::Milliseconds(1), kMaxWait));
+    }
   }
 }
 
