@@ -155,8 +155,11 @@ again=$(ct_import_demo "$grpc1" "$ca" "$work/test.token" "$work" unchanged)
 dj_log "ok: imported through replica 0 ($first); replica 1 finds them: $again"
 
 for ((i = 0; i < replicas; i++)); do
-  curl -fsS --max-time 5 "http://127.0.0.1:${metrics_ports[i]}/metrics" |
-    grep -q '^grpc_server_started_total' || fail "/metrics of replica $i"
+  # Read whole, then searched: `curl | grep -q` fails under pipefail once /metrics outgrows the
+  # pipe, because grep exits at the first match and curl cannot finish writing.
+  metrics=$(curl -fsS --max-time 5 "http://127.0.0.1:${metrics_ports[i]}/metrics") ||
+    fail "/metrics of replica $i did not answer"
+  grep -q '^grpc_server_started_total' <<<"$metrics" || fail "/metrics of replica $i"
 done
 dj_log "ok: both replicas expose /metrics"
 ct_redis_password_used "$redis_port" "$secrets/registry/redis/password"
