@@ -301,10 +301,23 @@ grpc::ServerUnaryReactor* OrgRegistryService::ListOrgs(grpc::CallbackServerConte
                           DecodePageToken(*sealer, req->page_token(), fingerprint));
     }
     DJ_ASSIGN_OR_RETURN(ListPage page, repo_.List(query, ReadContext{deadline}));
-    for (const Org& org : page.orgs) ToProto(org, resp->add_orgs());
-    if (page.more && !page.orgs.empty()) {
-      resp->set_next_page_token(EncodePageToken(
-          *sealer, fingerprint, absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/")));
+    std::string last_path;  // the last org's, "/1/5/9/"
+    if (page.wire) {
+      // A cached page, already in wire form: moved into the reply as it is.
+      resp->Swap(page.wire.get());
+      resp->clear_next_page_token();
+      if (!resp->orgs().empty()) {
+        const v1::Org& last = *resp->orgs().rbegin();
+        last_path = absl::StrCat("/", absl::StrJoin(last.ancestor_ids(), "/"),
+                                 last.ancestor_ids().empty() ? "" : "/", last.id(), "/");
+      }
+    } else {
+      for (const Org& org : page.orgs) ToProto(org, resp->add_orgs());
+      if (!page.orgs.empty())
+        last_path = absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/");
+    }
+    if (page.more && !last_path.empty()) {
+      resp->set_next_page_token(EncodePageToken(*sealer, fingerprint, last_path));
     }
     return absl::OkStatus();
   });

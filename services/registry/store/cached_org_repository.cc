@@ -1,5 +1,6 @@
 #include "services/registry/store/cached_org_repository.h"
 
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -186,11 +187,11 @@ absl::StatusOr<ListPage> CachedOrgRepository::List(const ListQuery& query, const
   }
   const std::string key = ListKey(*revision, query);
   if (std::optional<cache::CachedValue> hit = cache_.Get(key)) {
-    v1::ListOrgsResponse cached;
-    if (hit->version == *revision && cached.ParseFromString(hit->data)) {
+    auto cached = std::make_unique<v1::ListOrgsResponse>();
+    if (hit->version == *revision && cached->ParseFromString(hit->data)) {
       ListPage page;
-      for (const v1::Org& o : cached.orgs()) page.orgs.push_back(FromProto(o));
-      page.more = !cached.next_page_token().empty();
+      page.more = !cached->next_page_token().empty();
+      page.wire = std::move(cached);
       return page;
     }
   }
