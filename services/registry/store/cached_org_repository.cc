@@ -106,10 +106,10 @@ absl::StatusOr<Org> CachedOrgRepository::Get(int64_t id, const ReadContext& ctx)
   return org;
 }
 
-std::optional<Org> CachedOrgRepository::GetLocal(int64_t id) {
+bool CachedOrgRepository::GetLocal(int64_t id, v1::Org* out) {
   std::optional<cache::CachedValue> held = cache_.GetLocal(OrgKey(id));
-  if (!held || !Trusted(held->version)) return std::nullopt;
-  return Decode(held);
+  if (!held || !Trusted(held->version) || IsAbsent(*held)) return false;
+  return out->ParseFromString(held->data);
 }
 
 absl::StatusOr<std::vector<Org>> CachedOrgRepository::BatchGet(const std::vector<int64_t>& ids,

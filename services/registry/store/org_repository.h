@@ -136,9 +136,11 @@ class OrgRepository {
 
   // NOT_FOUND if there is no such org.
   virtual absl::StatusOr<Org> Get(int64_t id, const ReadContext& ctx) = 0;
-  // The org if this process holds a copy it can vouch for without any I/O (a cache's in-process
-  // tier); nullopt otherwise, then Get() answers. Never blocks, so it may run on an event thread.
-  virtual std::optional<Org> GetLocal(int64_t /*id*/) { return std::nullopt; }
+  // Whether this process holds a copy of the org it can vouch for without any I/O (a cache's
+  // in-process tier); if so, its wire form is in `out` (held in that form, so it is not decoded),
+  // otherwise `out` is unspecified and Get() answers. Never blocks, so it may run on an event
+  // thread.
+  virtual bool GetLocal(int64_t /*id*/, v1::Org* /*out*/) { return false; }
   // The orgs found, in no particular order; missing ids are simply absent.
   virtual absl::StatusOr<std::vector<Org>> BatchGet(const std::vector<int64_t>& ids,
                                                     const ReadContext& ctx) = 0;
