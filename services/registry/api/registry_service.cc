@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_auth.h"
@@ -210,14 +211,17 @@ grpc::ServerUnaryReactor* OrgRegistryService::GetOrg(grpc::CallbackServerContext
   // on the gRPC thread, without the hop to the workers; nothing on this path blocks. Anything
   // else (not held, out of scope, a bad id or caller) takes the full path below, which also
   // words the error.
+  // The held copy is parsed straight into the reply (no domain Org in between).
   if (caller.ok() && req->id() > 0) {
-    std::optional<Org> org = repo_.GetLocal(req->id());
-    if (org && CheckInScope(&*org, caller->org_scope, "org").ok()) {
-      ToProto(*org, resp);
-      grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-      reactor->Finish(grpc::Status::OK);
-      return reactor;
+    if (repo_.GetLocal(req->id(), resp)) {
+      const std::optional<int64_t>& scope = caller->org_scope;
+      if (!scope || resp->id() == *scope || absl::c_linear_search(resp->ancestor_ids(), *scope)) {
+        grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+        reactor->Finish(grpc::Status::OK);
+        return reactor;
+      }
     }
+    resp->Clear();
   }
   return Unary(ctx, std::move(caller), /*mutating=*/false, "GetOrg",
                [=](const auth::Principal& caller, absl::Time deadline) {
@@ -301,10 +305,23 @@ grpc::ServerUnaryReactor* OrgRegistryService::ListOrgs(grpc::CallbackServerConte
                           DecodePageToken(*sealer, req->page_token(), fingerprint));
     }
     DJ_ASSIGN_OR_RETURN(ListPage page, repo_.List(query, ReadContext{deadline}));
-    for (const Org& org : page.orgs) ToProto(org, resp->add_orgs());
-    if (page.more && !page.orgs.empty()) {
-      resp->set_next_page_token(EncodePageToken(
-          *sealer, fingerprint, absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/")));
+    std::string last_path;  // the last org's, "/1/5/9/"
+    if (page.wire) {
+      // A cached page, already in wire form: moved into the reply as it is.
+      resp->Swap(page.wire.get());
+      resp->clear_next_page_token();
+      if (!resp->orgs().empty()) {
+        const v1::Org& last = *resp->orgs().rbegin();
+        last_path = absl::StrCat("/", absl::StrJoin(last.ancestor_ids(), "/"),
+                                 last.ancestor_ids().empty() ? "" : "/", last.id(), "/");
+      }
+    } else {
+      for (const Org& org : page.orgs) ToProto(org, resp->add_orgs());
+      if (!page.orgs.empty())
+        last_path = absl::StrCat("/", absl::StrJoin(page.orgs.back().path, "/"), "/");
+    }
+    if (page.more && !last_path.empty()) {
+      resp->set_next_page_token(EncodePageToken(*sealer, fingerprint, last_path));
     }
     return absl::OkStatus();
   });

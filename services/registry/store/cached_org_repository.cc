@@ -1,5 +1,6 @@
 #include "services/registry/store/cached_org_repository.h"
 
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -105,10 +106,10 @@ absl::StatusOr<Org> CachedOrgRepository::Get(int64_t id, const ReadContext& ctx)
   return org;
 }
 
-std::optional<Org> CachedOrgRepository::GetLocal(int64_t id) {
+bool CachedOrgRepository::GetLocal(int64_t id, v1::Org* out) {
   std::optional<cache::CachedValue> held = cache_.GetLocal(OrgKey(id));
-  if (!held || !Trusted(held->version)) return std::nullopt;
-  return Decode(held);
+  if (!held || !Trusted(held->version) || IsAbsent(*held)) return false;
+  return out->ParseFromString(held->data);
 }
 
 absl::StatusOr<std::vector<Org>> CachedOrgRepository::BatchGet(const std::vector<int64_t>& ids,
@@ -186,11 +187,11 @@ absl::StatusOr<ListPage> CachedOrgRepository::List(const ListQuery& query, const
   }
   const std::string key = ListKey(*revision, query);
   if (std::optional<cache::CachedValue> hit = cache_.Get(key)) {
-    v1::ListOrgsResponse cached;
-    if (hit->version == *revision && cached.ParseFromString(hit->data)) {
+    auto cached = std::make_unique<v1::ListOrgsResponse>();
+    if (hit->version == *revision && cached->ParseFromString(hit->data)) {
       ListPage page;
-      for (const v1::Org& o : cached.orgs()) page.orgs.push_back(FromProto(o));
-      page.more = !cached.next_page_token().empty();
+      page.more = !cached->next_page_token().empty();
+      page.wire = std::move(cached);
       return page;
     }
   }

@@ -55,7 +55,7 @@ class CachedOrgRepository final : public OrgRepository {
                       CachedOrgRepositoryOptions options);
 
   absl::StatusOr<Org> Get(int64_t id, const ReadContext& ctx) override;
-  std::optional<Org> GetLocal(int64_t id) override;
+  bool GetLocal(int64_t id, v1::Org* out) override;
   absl::StatusOr<std::vector<Org>> BatchGet(const std::vector<int64_t>& ids,
                                             const ReadContext& ctx) override;
   absl::StatusOr<ListPage> List(const ListQuery& query, const ReadContext& ctx) override;

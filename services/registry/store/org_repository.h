@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/audit.h"
+#include "dangjian/registry/v1/registry.pb.h"
 #include "services/registry/domain/org.h"
 
 namespace dangjian::registry {
@@ -80,7 +82,11 @@ struct ListQuery {
 
 struct ListPage {
   std::vector<Org> orgs;
-  bool more = false;  // another page follows (it starts after orgs.back()'s path)
+  bool more = false;  // another page follows (it starts after the last org's path)
+  // Set instead of `orgs` when the page is already in its wire form (a page the cache held): the
+  // handler moves it into the reply rather than decoding and re-encoding every org. Its
+  // next_page_token is not the client's and must be replaced.
+  std::unique_ptr<v1::ListOrgsResponse> wire;
 };
 
 // How many orgs have one combination of kind, domain and status (for business gauges).
@@ -130,9 +136,11 @@ class OrgRepository {
 
   // NOT_FOUND if there is no such org.
   virtual absl::StatusOr<Org> Get(int64_t id, const ReadContext& ctx) = 0;
-  // The org if this process holds a copy it can vouch for without any I/O (a cache's in-process
-  // tier); nullopt otherwise, then Get() answers. Never blocks, so it may run on an event thread.
-  virtual std::optional<Org> GetLocal(int64_t /*id*/) { return std::nullopt; }
+  // Whether this process holds a copy of the org it can vouch for without any I/O (a cache's
+  // in-process tier); if so, its wire form is in `out` (held in that form, so it is not decoded),
+  // otherwise `out` is unspecified and Get() answers. Never blocks, so it may run on an event
+  // thread.
+  virtual bool GetLocal(int64_t /*id*/, v1::Org* /*out*/) { return false; }
   // The orgs found, in no particular order; missing ids are simply absent.
   virtual absl::StatusOr<std::vector<Org>> BatchGet(const std::vector<int64_t>& ids,
                                                     const ReadContext& ctx) = 0;
