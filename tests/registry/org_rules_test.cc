@@ -286,6 +286,19 @@ TEST_F(OrgTree, Mutable_ActiveYesDissolvedNo) {  // [org-dissolved]
 }
 
 // ---------------------------------------------------------------------------------------------
+// InScope: [org-scope] on the wire form (id and ancestor ids, root first).
+TEST(InScopeTest, TheScopeOrgAndItsDescendantsOnly) {
+  const std::vector<int64_t> ancestors = {1, 5, 9};   // org 12 under 9 under 5 under 1
+  EXPECT_TRUE(InScope(12, ancestors, std::nullopt));  // city-wide
+  EXPECT_TRUE(InScope(12, ancestors, 12));            // the scope org itself
+  EXPECT_TRUE(InScope(12, ancestors, 1));             // the root of its branch of the tree
+  EXPECT_TRUE(InScope(12, ancestors, 9));             // its parent
+  EXPECT_FALSE(InScope(12, ancestors, 13));           // a sibling or anything else
+  EXPECT_FALSE(InScope(9, {1, 5}, 12));               // a descendant's scope does not reach up
+  EXPECT_FALSE(InScope(1, {}, 5));                    // a root outside the scope
+  EXPECT_TRUE(InScope(1, {}, 1));
+}
+
 // CheckInScope / CheckMayUseRoot: [org-scope]
 
 TEST_F(OrgTree, InScope_CityWideCallerGetsNotFoundForMissingOrg) {  // [org-scope]

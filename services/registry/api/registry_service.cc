@@ -6,7 +6,6 @@
 #include <unordered_map>
 #include <utility>
 
-#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/grpc_auth.h"
@@ -214,8 +213,9 @@ grpc::ServerUnaryReactor* OrgRegistryService::GetOrg(grpc::CallbackServerContext
   // The held copy is parsed straight into the reply (no domain Org in between).
   if (caller.ok() && req->id() > 0) {
     if (repo_.GetLocal(req->id(), resp)) {
-      const std::optional<int64_t>& scope = caller->org_scope;
-      if (!scope || resp->id() == *scope || absl::c_linear_search(resp->ancestor_ids(), *scope)) {
+      if (InScope(resp->id(),
+                  absl::MakeConstSpan(resp->ancestor_ids().data(), resp->ancestor_ids().size()),
+                  caller->org_scope)) {
         grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
         reactor->Finish(grpc::Status::OK);
         return reactor;

@@ -121,6 +121,11 @@ absl::Status CheckMutable(const Org& org) {
                             absl::StrCat("org ", org.id, " is dissolved and kept as history"));
 }
 
+bool InScope(int64_t id, absl::Span<const int64_t> ancestor_ids, std::optional<int64_t> scope) {
+  return !scope.has_value() || id == *scope ||
+         std::find(ancestor_ids.begin(), ancestor_ids.end(), *scope) != ancestor_ids.end();
+}
+
 absl::Status CheckInScope(const Org* org, std::optional<int64_t> scope, absl::string_view what) {
   if (scope.has_value()) {
     if (org == nullptr || !org->InSubtreeOf(*scope)) {

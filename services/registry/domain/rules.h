@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "common/status.h"
 #include "services/registry/domain/org.h"
 
@@ -28,6 +29,9 @@ inline constexpr absl::string_view kRuleDissolved = "org-dissolved";
 // scoped caller, so it learns nothing outside its subtree; a city-wide caller gets NOT_FOUND for
 // a missing org. `what` names the org in the message, e.g. "org 42" or "parent org 7".
 absl::Status CheckInScope(const Org* org, std::optional<int64_t> scope, absl::string_view what);
+// The test behind [org-scope] for an org known by its id and its ancestors' ids (root first), as
+// the wire form carries them: true if `scope` is unset, the org itself or one of its ancestors.
+bool InScope(int64_t id, absl::Span<const int64_t> ancestor_ids, std::optional<int64_t> scope);
 // Creating or moving something to the top of the tree needs a city-wide caller.
 absl::Status CheckMayUseRoot(std::optional<int64_t> scope);
 
