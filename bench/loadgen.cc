@@ -49,6 +49,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/split_mix.h"
 #include "dangjian/registry/v1/registry.grpc.pb.h"
 #include "echo/echo.grpc.pb.h"
 
@@ -135,20 +136,8 @@ struct PhaseResult {
   double cpu_seconds = 0;             // the client's CPU time over the whole phase
 };
 
-// splitmix64, per slot, so slots draw ids without sharing state.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-
- private:
-  uint64_t state_;
-};
+// One generator per slot, so slots draw ids without sharing state.
+using Rng = SplitMix64;
 
 class Phase;
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/split_mix.h"
 
 namespace dangjian::registry::dataset {
 namespace {
@@ -14,32 +15,7 @@ using registry::v1::ImportOrgRow;
 using registry::v1::OrgDomain;
 using registry::v1::OrgKind;
 
-// splitmix64: small, fast, and the same on every platform (std's distributions are not), so a
-// seed names one tree everywhere.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-
-  uint64_t Next() {
-    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [lo, hi]; the modulo bias is far below what a benchmark tree cares about.
-  int Uniform(int lo, int hi) {
-    return lo + static_cast<int>(Next() % static_cast<uint64_t>(hi - lo + 1));
-  }
-  // True with probability percent/100.
-  bool Percent(int percent) { return Uniform(0, 99) < percent; }
-  template <typename T, size_t N>
-  const T& Pick(const T (&items)[N]) {
-    return items[Next() % N];
-  }
-
- private:
-  uint64_t state_;
-};
+using Rng = SplitMix64;
 
 // 1..99 in Chinese numerals (第三, 第十二); larger numbers in digits, as documents write them.
 std::string ChineseNumber(int n) {
