@@ -37,16 +37,19 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if ((${#missing[@]})); then
+# Installs Debian packages "$@" (as root; otherwise says what is missing and fails).
+apt_install() {
   if [[ $(id -u) -ne 0 ]]; then
-    echo "deps: missing packages (${missing[*]}); run as root to install them" >&2
+    echo "deps: missing packages ($*); run as root to install them" >&2
     exit 1
   fi
-  echo "deps: installing ${missing[*]}"
+  echo "deps: installing $*"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -o DPkg::Lock::Timeout=600 >/dev/null || true
-  apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
-fi
+  apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "$@"
+}
+
+if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
 
 # The Debian packages start system-wide PostgreSQL and Redis servers; the suite runs its own on
 # loopback ports of its choosing, so the system ones are left alone and never used.
@@ -60,14 +63,5 @@ fi
 # breaking` and for `buf curl`. Node.js and npm come from Debian's archive when there is no npm on
 # PATH. Checked by command, not by package: a machine may carry another build of Node.js that
 # bundles its own npm (and conflicts with Debian's npm package); that one is used as it is.
-if ! command -v npm >/dev/null 2>&1; then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "deps: npm is missing; run as root to install nodejs and npm" >&2
-    exit 1
-  fi
-  echo "deps: installing nodejs npm"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -o DPkg::Lock::Timeout=600 >/dev/null || true
-  apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 nodejs npm
-fi
+if ! command -v npm >/dev/null 2>&1; then apt_install nodejs npm; fi
 bash "$(dirname "${BASH_SOURCE[0]}")/../tools/proto/install.sh"

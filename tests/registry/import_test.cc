@@ -488,7 +488,8 @@ TEST_F(ImportTest, Import_ScopedWriterLearnsNothingOutsideItsSubtree) {
 // --- Streams that do not end well -------------------------------------------------------------
 
 // A message whose row has a name that is not UTF-8, encoded by hand: protobuf's own serializer
-// would refuse to help. The name's placeholder is replaced byte for byte, so lengths still hold.
+// would refuse to help. The name's "@@@@" stand-in is replaced byte for byte, so lengths still
+// hold.
 std::string MessageWithBadUtf8Name(const std::string& code, const std::string& parent_code) {
   v1::ImportOrgsRequest message;
   *message.add_rows() = Row(code, parent_code, v1::ORG_KIND_COMMITTEE, "name @@@@");
